@@ -1,0 +1,3 @@
+from ray_jobs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""`ray-jobs`: run the pipeline or one stage, read a run's stats, look at sample rows."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from ray_jobs.config import load_config
+from ray_jobs.rundir import STAGES, RunDir, run_stats
+from ray_jobs.report.summary import format_rows, format_summary, sample_rows
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set clean.quality.min_words=20 (repeatable)")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--force", action="store_true", help="redo stages that already finished")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ray-jobs", description=__doc__)
+    sub = ap.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("run", help="clean -> dedup -> split -> tokenize (default: the sample shards)")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults on shards/sample)")
+    p.add_argument("--output", help="run directory (default: output.dir)")
+    _common(p)
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=f"run only the {stage} stage on any readable input")
+        p.add_argument("--input", required=True, help="file, folder or glob (Parquet, JSONL, CSV, text, tar)")
+        p.add_argument("--output", required=True, help="run directory to write the stage folder into")
+        p.add_argument("--config", help="TOML config")
+        _common(p)
+    p = sub.add_parser("stats", help="recompute and print a run's stats from its files")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print stats.json instead of the table")
+    p = sub.add_parser("inspect", help="print sample rows of any output folder or Parquet file")
+    p.add_argument("path")
+    p.add_argument("--reason", help="only rows with this status (drop reason, kept, quarantined) or split")
+    p.add_argument("-n", type=int, default=5)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.verb == "stats":
+            stats = run_stats(RunDir(args.run_dir))
+            if not stats["stages"]:
+                raise ValueError(f"{args.run_dir} holds no finished stage (_SUCCESS.<stage> markers)")
+            print(json.dumps(stats, indent=2) if args.json else format_summary(stats))
+            return 0 if stats["invariant_ok"] else 1
+        if args.verb == "inspect":
+            print(format_rows(sample_rows(args.path, args.reason, args.n)))
+            return 0
+        return _run(args)
+    except (ValueError, TypeError) as e:
+        print(f"ray-jobs: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ray_jobs.jobs.pipeline import run_pipeline  # imports Ray: keep `stats`/`inspect` fast
+
+    overrides = list(args.overrides)
+    if args.address:
+        overrides.append(f"ray.address={args.address}")
+    if args.output:
+        overrides.append(f"output.dir={args.output}")
+    cfg = load_config(args.config if args.verb == "run" else args.config, overrides)
+    if args.verb == "run":
+        stats = run_pipeline(cfg, force=args.force)
+    else:
+        input_cfg = dataclasses.replace(cfg.input, paths=(args.input,))
+        stats = run_pipeline(cfg, stages=(args.verb,), force=args.force, input_cfg=input_cfg)
+    print("\n" + format_summary(stats))
+    return 0

@@ -1,0 +1,257 @@
+"""One typed config: a TOML file into frozen dataclasses, with strict `--set a.b=c` overrides.
+
+Every section is a frozen dataclass whose defaults carry the reason for their value. Loading is strict: an
+unknown key, a wrong type or an invalid value fails at once with a message that names the valid choices, so
+a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_jobs.stages.langid import LangIdConfig
+from ray_jobs.stages.normalize import NormalizeConfig
+from ray_jobs.stages.quality import QualityConfig
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_TOKENIZER = str(PACKAGE_DIR / "assets" / "smollm2_tokenizer")
+INPUT_FORMATS = ("auto", "parquet", "jsonl", "csv", "text", "webdataset", "hf")
+EXPORT_FORMATS = ("none", "parquet", "jsonl", "webdataset", "hf")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    # Files, folders or globs; folders are walked for files of the chosen (or detected) format.
+    paths: tuple[str, ...] = (str(REPO_DIR / "shards" / "sample" / "parquet"),)
+    format: str = "auto"  # auto = by file extension (.parquet, .jsonl[.gz|.zst], .csv, .txt, .tar)
+    text_column: str = "text"  # renamed to `text` when different
+    id_column: str = "id"  # used as the row id when present; otherwise "<relative path>:<offset>"
+    text_mode: str = "line"  # plain .txt files: one document per "line" or per "file"
+    csv_delimiter: str = ","
+    # An HF `datasets` input: a local path / save_to_disk folder / hub id, with its split.
+    hf_split: str = "train"
+
+    def __post_init__(self) -> None:
+        _choice("input.format", self.format, INPUT_FORMATS)
+        _choice("input.text_mode", self.text_mode, ("line", "file"))
+        if not self.paths:
+            raise ValueError("input.paths is empty: give at least one file, folder or glob")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""  # "" = RAY_ADDRESS if set, else start a local Ray
+    num_cpus: int = 0  # local Ray only; 0 = all cores
+    # 4 MB: with Ray's default (128 MB) a small corpus becomes one block and one task, so one core idles.
+    target_max_block_size_mb: int = 4
+    batch_size: int = 1024  # rows per map_batches call: large enough to amortise the call, small for memory
+    progress_bars: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.batch_size < 1 or self.target_max_block_size_mb < 1:
+            raise ValueError("ray.num_cpus must be >= 0, ray.batch_size and ray.target_max_block_size_mb >= 1")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    # Rows whose detected language is not listed are dropped as `lang_not_allowed`; empty = allow every language.
+    allowed_langs: tuple[str, ...] = ("en",)
+    min_lang_score: float = 0.0  # below this the language counts as undetermined ("und")
+    # Language ID loads a model: it runs in an actor pool. Ray reserves 1 CPU per read task, so actors must
+    # leave one free: 2 actors x 0.9 CPU on a 2-core machine starved the read and hung (seen here); 2 x 0.5 runs.
+    actors: int = 2
+    actor_cpus: float = 0.5
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    exact: bool = True
+    # Rows are shuffled into this many hash buckets; one bucket is deduplicated in one call, so its size
+    # bounds worker memory: 1 B docs x 4 kB / 4096 buckets ~ 1 GB per bucket.
+    num_buckets: int = 64
+    lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
+
+    def __post_init__(self) -> None:
+        if self.num_buckets < 1:
+            raise ValueError(f"dedup.num_buckets must be >= 1; got {self.num_buckets}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.90
+    val: float = 0.05
+    test: float = 0.05
+    seed: int = 0
+    stratify_by: str = ""  # a label column: exact per-class proportions; "" = plain hash split
+    # Rows with the same value of this column land in the same split (e.g. a cluster id from near-dedup).
+    group_by: str = "id"
+
+    def __post_init__(self) -> None:
+        total = self.train + self.val + self.test
+        if min(self.train, self.val, self.test) < 0 or abs(total - 1.0) > 1e-9:
+            raise ValueError(
+                f"split.train + split.val + split.test must be 1 with none negative; got "
+                f"{self.train} + {self.val} + {self.test} = {total}"
+            )
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    # A tokenizer.json file, a folder (tokenizer.json, or vocab.json + merges.txt), or a hub id.
+    tokenizer: str = DEFAULT_TOKENIZER
+    max_length: int = 2048  # truncate longer documents; packing (issue 4) will use the cut-off tail instead
+    add_eos: bool = True  # causal LM: the model must learn where a document ends
+    eos_token: str = "auto"  # "auto" = <|endoftext|>, </s> or <eos>, whichever the tokenizer has
+    keep_text: bool = False  # token shards are read by trainers; the text is still in the split stage
+    actors: int = 2
+    actor_cpus: float = 0.5  # see clean.actor_cpus
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ValueError(f"tokenize.max_length must be >= 2; got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = str(REPO_DIR / "shards" / "out" / "run")
+    # Besides the Parquet stage folders, export the final kept rows (split stage) in this format.
+    export: str = "none"
+
+    def __post_init__(self) -> None:
+        _choice("output.export", self.export, EXPORT_FORMATS)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _coerce(path: str, tp: Any, value: Any) -> Any:
+    """Check `value` against the annotation `tp`, converting only lossless cases (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"{path} is a section: expected a table like [{path}]; got {value!r}")
+        return _build(tp, value, path)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{path} expects a list; got {type(value).__name__} {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(f"{path}[]", item_tp, v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError(f"unsupported annotation for {path}: {tp}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise TypeError(f"{path} expects {tp.__name__}; got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"[{prefix}]" if prefix else "the top level"
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for TOML/JSON output and fingerprints."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    """A `--set` value is a TOML literal (`3`, `0.5`, `true`, `["en","de"]`); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value (e.g. clean.quality.min_words=20); got {item!r}")
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {p} is a value, not a section")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML file (or the defaults when `path` is None), apply `key=value` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {p} does not exist; pass a TOML file (see cluster/configs/)")
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    return _build(RunConfig, apply_overrides(data, list(overrides or [])))
+
+
+def to_toml(cfg: Any) -> str:
+    """Resolved config as TOML (written into every run directory)."""
+    lines: list[str] = []
+
+    def emit(section: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        if scalars:
+            if section:
+                lines.append(f"\n[{section}]")
+            for k, v in scalars.items():
+                lines.append(f"{k} = {_toml_literal(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                emit(f"{section}.{k}" if section else k, v)
+
+    emit("", to_dict(cfg))
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _toml_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_literal(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

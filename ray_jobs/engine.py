@@ -1,0 +1,111 @@
+"""The one module that talks to Ray.
+
+Ray's Data API moves between minor versions (`concurrency=` was deprecated in 2.51 in favour of `compute=`,
+`**ray_remote_args` goes in 2.64), so every `map_batches`, `map_groups`, read and write call lives here and the
+rest of the package deals in `Stage` objects and Arrow tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import ray
+import ray.data
+
+from ray_jobs.config import RayConfig
+from ray_jobs.stages.base import Stage
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Join the cluster named by `cfg.address` / RAY_ADDRESS, or start a local Ray; shut down what we started."""
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=False)
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = cfg.target_max_block_size_mb * 1024 * 1024
+    ctx.enable_progress_bars = cfg.progress_bars
+    # Output order must not depend on which task finishes first; determinism costs little here because the
+    # writers partition by status and the stats are order-free, but iter_* consumers (tests) rely on it.
+    ctx.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _StageActor:
+    """Actor wrapper: builds the stage's heavy state once, then serves batches."""
+
+    def __init__(self, stage: Stage) -> None:
+        stage.setup()
+        self._stage = stage
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self._stage(table)
+
+
+def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int, actors: int = 1,
+          actor_cpus: float = 1.0) -> ray.data.Dataset:
+    """Run a stage over a dataset: tasks for stateless stages, an actor pool for stateful ones."""
+    if not stage.stateful:
+        return ds.map_batches(stage, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
+    return ds.map_batches(
+        _StageActor,
+        fn_constructor_args=(stage,),
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=actor_cpus,
+    )
+
+
+def map_groups(ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table],
+               num_partitions: int) -> ray.data.Dataset:
+    """Shuffle rows so every row with the same `key` meets in one call of `fn` (hash shuffle, distributed)."""
+    return ds.groupby(key, num_partitions=num_partitions).map_groups(fn, batch_format="pyarrow")
+
+
+def map_tables(ds: ray.data.Dataset, fn: Callable[[pa.Table], pa.Table], *, batch_size: int) -> ray.data.Dataset:
+    """A plain stateless function over batches (for glue that is not a configured stage)."""
+    return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data.Dataset:
+    return ray.data.read_parquet(str(path), columns=columns)
+
+
+def read_datasource(datasource: ray.data.Datasource) -> ray.data.Dataset:
+    return ray.data.read_datasource(datasource)
+
+
+def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Table]:
+    """Stream a dataset to the driver in Arrow batches (never `ds.sum()`: it reserves a CPU and serialises tasks)."""
+    yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
+
+
+def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str) -> None:
+    """Write Parquet partitioned by `partition_col` (hive folders `col=value/`), atomically.
+
+    Everything goes to a temporary sibling folder first and is renamed into place when complete, so a crashed
+    run never leaves a half-written stage folder that a re-run would mistake for output.
+    """
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
+    tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

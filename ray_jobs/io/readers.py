@@ -1,0 +1,137 @@
+"""Input discovery and the streaming Ray Data source that turns any supported input into canonical rows."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+
+from ray_jobs import schema
+from ray_jobs.config import InputConfig
+from ray_jobs.io.formats import ROWS_PER_TABLE, FileUnit, canonical_table, detect_format, parse_file
+
+BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks
+
+
+def _is_hf_folder(p: Path) -> bool:
+    return p.is_dir() and any((p / f).exists() for f in ("state.json", "dataset_dict.json"))
+
+
+def _size(u: FileUnit) -> int:
+    return os.path.getsize(u.path) if os.path.isfile(u.path) else BYTES_PER_TASK  # an HF dataset: its own task
+
+
+def discover(cfg: InputConfig) -> list[FileUnit]:
+    """Expand files, folders and globs into readable files, sorted so task order is stable across runs."""
+    units: list[FileUnit] = []
+    for spec in cfg.paths:
+        if cfg.format == "hf" or (cfg.format == "auto" and _is_hf_folder(Path(spec))):
+            units.append(FileUnit(spec, Path(spec).name or spec, "hf"))  # local folder, data files or hub id
+            continue
+        matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
+        if not matches or not all(os.path.exists(m) for m in matches):
+            raise ValueError(f"input path {spec!r} does not exist; give a file, folder or glob "
+                             f"(formats: .parquet .jsonl[.gz|.zst] .csv .txt .tar)")
+        for m in matches:
+            root = Path(m)
+            files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            base = root.parent if root.is_file() else root
+            for f in files:
+                if any(part.startswith((".", "_")) for part in f.relative_to(base).parts):
+                    continue  # hidden files, _SUCCESS markers, .tmp folders
+                fmt = detect_format(f) if cfg.format == "auto" else cfg.format
+                if fmt is None:
+                    continue
+                rel = f"{base.name}/{f.relative_to(base).as_posix()}"
+                units.append(FileUnit(str(f), rel, fmt))
+    if not units:
+        raise ValueError(f"no readable files under {list(cfg.paths)} for format {cfg.format!r}; "
+                         f"expected .parquet/.jsonl/.csv/.txt/.tar files or set input.format")
+    return units
+
+
+class CorpusDatasource(Datasource):
+    """A Ray Data source over a list of files of mixed formats; each read task streams a group of files."""
+
+    def __init__(self, units: list[FileUnit], cfg: InputConfig) -> None:
+        self._units = units
+        self._cfg = cfg
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(_size(u) for u in self._units)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        groups: list[list[FileUnit]] = []
+        size = 0
+        for u in self._units:
+            s = _size(u)
+            if not groups or size + s > BYTES_PER_TASK:
+                groups.append([])
+                size = 0
+            groups[-1].append(u)
+            size += s
+        cfg = self._cfg
+
+        def make(group: list[FileUnit]) -> ReadTask:
+            def read() -> Iterator[pa.Table]:
+                for unit in group:
+                    yield from hf_tables(unit.path, cfg) if unit.fmt == "hf" else parse_file(unit, cfg)
+
+            meta = BlockMetadata(num_rows=None, size_bytes=sum(_size(u) for u in group),
+                                 exec_stats=None, input_files=tuple(u.path for u in group))
+            return ReadTask(read, meta)
+
+        return [make(g) for g in groups]
+
+
+def hf_tables(spec: str, cfg: InputConfig) -> Iterator[pa.Table]:
+    """An HF `datasets` input (save_to_disk folder, local data files or folder, or a hub id) as canonical tables.
+
+    One read task streams the whole dataset (Arrow memory-mapped, so memory stays flat); ids are
+    `<name>:<split>:<row>`.
+    """
+    import datasets
+
+    p = Path(spec)
+    if _is_hf_folder(p):
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[cfg.hf_split]
+    else:
+        ds = datasets.load_dataset(spec, split=cfg.hf_split)
+    name = p.name if p.exists() else spec
+    arrow = ds.with_format("arrow")
+    for start in range(0, len(ds), ROWS_PER_TABLE):
+        chunk = arrow[start:start + ROWS_PER_TABLE]
+        yield from_records(chunk.to_pylist(), cfg, prefix=f"{name}:{cfg.hf_split}", start=start)
+
+
+def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", start: int = 0) -> pa.Table:
+    """Python lists of strings or dicts (and DataFrame rows) -> one canonical table (ids `<prefix>:<index>`)."""
+    rows = []
+    for i, rec in enumerate(records, start=start):
+        if isinstance(rec, str) or rec is None:
+            rec = {cfg.text_column: rec}
+        elif not isinstance(rec, dict):
+            raise TypeError(f"record {i}: expected a str or a dict with {cfg.text_column!r}, found {type(rec).__name__}")
+        else:
+            rec = dict(rec)
+        text = rec.pop(cfg.text_column, None)
+        rid = rec.pop(cfg.id_column, None)
+        row = {k: v for k, v in rec.items() if k not in schema.RESERVED}
+        row.update({
+            schema.ID: str(rid) if rid is not None else f"{prefix}:{i}",
+            schema.TEXT: text,
+            schema.SOURCE: str(rec.get(schema.SOURCE) or prefix),
+            schema.OFFSET: i,
+            schema.ERROR: None,
+        })
+        rows.append(row)
+    return canonical_table(rows)

@@ -1,0 +1,136 @@
+"""The recipes: one short function per stage, and `run` chaining them. Each reads its input as a Ray Dataset,
+applies stages through the engine, and writes its stage folder atomically."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+
+from ray_jobs import engine, schema
+from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
+from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
+from ray_jobs.io.readers import CorpusDatasource, discover
+from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
+from ray_jobs.split import (
+    BIN, LABEL, AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
+    plan_from_boundaries,
+)
+from ray_jobs.stages.clean import CleanStage
+from ray_jobs.tokenize.stage import TokenizeStage
+
+log = logging.getLogger("ray_jobs")
+
+# How a stage reads a previous stage's output: canonical Parquet with `id` and `text`.
+STAGE_INPUT = InputConfig(paths=("unused",), format="parquet")
+
+
+def read_input(input_cfg: InputConfig) -> ray.data.Dataset:
+    return engine.read_datasource(CorpusDatasource(discover(input_cfg), input_cfg))
+
+
+def _input_fingerprint(input_cfg: InputConfig) -> list:
+    """Which files, with their sizes and mtimes: a changed input invalidates the stage."""
+    units = discover(input_cfg)
+    return [(u.relpath, Path(u.path).stat().st_size if Path(u.path).is_file() else u.path) for u in units]
+
+
+def _run_stage(run: RunDir, stage: str, stage_cfg: object, input_cfg: InputConfig, force: bool,
+               build: Callable[[ray.data.Dataset], ray.data.Dataset], partition_col: str) -> bool:
+    fp = fingerprint(stage, to_dict(stage_cfg), to_dict(input_cfg), _input_fingerprint(input_cfg))
+    if run.is_done(stage, fp, force):
+        log.info("stage %s already done in %s: skipped (use --force to redo)", stage, run.stage_dir(stage))
+        return False
+    run.invalidate_after(stage)
+    engine.write_partitioned(build(read_input(input_cfg)), run.stage_dir(stage), partition_col)
+    run.mark_done(stage, fp)
+    return True
+
+
+def clean(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+        return engine.apply(ds, CleanStage(cfg.clean), batch_size=cfg.ray.batch_size,
+                            actors=cfg.clean.actors, actor_cpus=cfg.clean.actor_cpus)
+
+    return _run_stage(run, "clean", cfg.clean, input_cfg, force, build, schema.STATUS)
+
+
+def dedup(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+        if not cfg.dedup.exact:
+            return engine.map_tables(ds, lambda t: schema.set_status(t, pa.array([schema.KEPT] * len(t))),
+                                     batch_size=cfg.ray.batch_size)
+        hashed = engine.apply(ds, ExactHashStage(cfg.dedup), batch_size=cfg.ray.batch_size)
+        return engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.dedup.num_buckets)
+
+    return _run_stage(run, "dedup", cfg.dedup, input_cfg, force, build, schema.STATUS)
+
+
+def _split_plan(cfg: RunConfig, keyed: ray.data.Dataset) -> SplitPlan:
+    """Stratified: the two streaming passes of split.py (per-bin counts, then the boundary bins' rows)."""
+    if not cfg.split.stratify_by:
+        return SplitPlan({})
+    counts: dict[str, np.ndarray] = {}
+    for t in engine.iter_tables(engine.map_tables(keyed, bin_counts, batch_size=cfg.ray.batch_size)):
+        for label, b, n in zip(t[LABEL].to_pylist(), t[BIN].to_pylist(), t["n"].to_pylist()):
+            counts.setdefault(label, np.zeros(1 << 12, dtype=np.int64))[b] += n
+    bounds = boundary_bins(counts, cfg.split)
+    rows = list(engine.iter_tables(engine.map_tables(keyed, boundary_filter(bounds), batch_size=cfg.ray.batch_size)))
+    boundary = pa.concat_tables(rows) if rows else None
+    return plan_from_boundaries(bounds, cfg.split, boundary, counts) if boundary is not None else SplitPlan({})
+
+
+def split(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+        keyed = engine.apply(ds, SplitKeyStage(cfg.split), batch_size=cfg.ray.batch_size)
+        if cfg.split.stratify_by:
+            keyed = keyed.materialize()  # read once for the two counting passes and the assignment
+        plan = _split_plan(cfg, keyed)
+        return engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=cfg.ray.batch_size)
+
+    return _run_stage(run, "split", cfg.split, input_cfg, force, build, schema.SPLIT)
+
+
+def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+        ds = engine.apply(ds, TokenizeStage(cfg.tokenize), batch_size=cfg.ray.batch_size,
+                          actors=cfg.tokenize.actors, actor_cpus=cfg.tokenize.actor_cpus)
+        return engine.map_tables(ds, _ensure_split, batch_size=cfg.ray.batch_size)
+
+    return _run_stage(run, "tokenize", cfg.tokenize, input_cfg, force, build, schema.SPLIT)
+
+
+def _ensure_split(table: pa.Table) -> pa.Table:
+    """A tokenize run on unsplit input files its rows under split=all."""
+    if schema.SPLIT in table.column_names:
+        return table
+    return table.append_column(schema.SPLIT, pa.array(["all"] * len(table), pa.string()))
+
+
+STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "tokenize": tokenize}
+
+
+def stage_input(run: RunDir, stage: str) -> InputConfig:
+    """The kept rows of the stage before `stage` in this run directory."""
+    prev = STAGES[STAGES.index(stage) - 1]
+    return InputConfig(paths=(str(run.kept_path(prev)),), format="parquet")
+
+
+def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool = False,
+                 input_cfg: InputConfig | None = None) -> dict:
+    """Run `stages` in order into cfg.output.dir; the first reads `input_cfg` (default cfg.input)."""
+    run = RunDir(cfg.output.dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(run.root / "config.toml", to_toml(cfg))
+    with engine.ray_session(cfg.ray):
+        for i, stage in enumerate(stages):
+            src = (input_cfg or cfg.input) if i == 0 else stage_input(run, stage)
+            STAGE_FUNCS[stage](cfg, run, src, force)
+    stats = write_stats(run)
+    if not stats["invariant_ok"]:
+        raise AssertionError(f"stats invariant broken (rows_in != rows_out + dropped + quarantined): {stats}")
+    return stats

@@ -1,0 +1,1 @@
+"""Human-facing views of a run: the summary table and sample rows."""

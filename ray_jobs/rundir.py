@@ -1,0 +1,135 @@
+"""The run directory contract and the stats computed from it.
+
+    RUN/config.toml              resolved config of the last run
+    RUN/<stage>/status=<s>/      clean, dedup: `kept`, one folder per drop reason, `quarantined`
+    RUN/<stage>/split=<s>/       split, tokenize: `train`, `val`, `test`
+    RUN/_SUCCESS.<stage>         JSON: the stage's fingerprint (config + input) and when it finished
+    RUN/stats.json               recomputed from the Parquet footers above, never from worker counters
+
+A stage folder appears only complete (written to a temporary folder, then renamed). A re-run skips a stage
+whose marker carries the same fingerprint; a changed config or input, or `--force`, redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ray_jobs import schema
+
+STAGES = ("clean", "dedup", "split", "tokenize")
+PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPLIT, "tokenize": schema.SPLIT}
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def marker(self, stage: str) -> Path:
+        return self.root / f"_SUCCESS.{stage}"
+
+    def is_done(self, stage: str, fp: str, force: bool) -> bool:
+        """True when the stage finished with the same fingerprint; a changed config or input redoes it."""
+        m = self.marker(stage)
+        return not force and m.exists() and json.loads(m.read_text())["fingerprint"] == fp
+
+    def mark_done(self, stage: str, fp: str) -> None:
+        write_atomic(self.marker(stage), json.dumps({"fingerprint": fp, "finished": time.time()}) + "\n")
+
+    def invalidate_after(self, stage: str) -> None:
+        """A redone stage makes the later stages stale: drop their markers so they are redone too."""
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            self.marker(later).unlink(missing_ok=True)
+
+    def kept_path(self, stage: str) -> Path:
+        sub = f"{schema.STATUS}={schema.KEPT}" if PARTITION[stage] == schema.STATUS else ""
+        return self.stage_dir(stage) / sub if sub else self.stage_dir(stage)
+
+
+def partition_counts(stage_dir: Path) -> dict[str, int]:
+    """Rows per `col=value` sub-folder, from Parquet footers only (no data read)."""
+    counts: dict[str, int] = {}
+    if not stage_dir.is_dir():
+        return counts
+    for sub in sorted(stage_dir.iterdir()):
+        if not sub.is_dir() or "=" not in sub.name:
+            continue
+        value = sub.name.split("=", 1)[1]
+        counts[value] = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(sub.rglob("*.parquet")))
+    return counts
+
+
+def column_sum(path: Path, column: str) -> int:
+    total = 0
+    for f in sorted(path.rglob("*.parquet")):
+        col = pq.read_table(f, columns=[column])[column]
+        total += int(sum(x or 0 for x in col.to_pylist())) if len(col) else 0
+    return total
+
+
+def stage_stats(run: RunDir, stage: str, rows_in: int | None) -> dict[str, Any]:
+    """rows_in, rows_out, dropped (reason -> rows), quarantined for one stage, from its files.
+
+    `rows_in` is the previous stage's rows_out; for the first stage of a run (raw input) it is None and the
+    stage's own total is used, since every record the reader saw is written as kept, dropped or quarantined.
+    """
+    counts = partition_counts(run.stage_dir(stage))
+    if PARTITION[stage] == schema.STATUS:
+        rows_out = counts.get(schema.KEPT, 0)
+        quarantined = counts.get(schema.QUARANTINED, 0)
+        dropped = {k: v for k, v in counts.items() if k not in (schema.KEPT, schema.QUARANTINED)}
+        extra: dict[str, Any] = {}
+    else:
+        rows_out, quarantined, dropped = sum(counts.values()), 0, {}
+        extra = {"splits": counts}
+    total = rows_out + sum(dropped.values()) + quarantined
+    out = {
+        "rows_in": total if rows_in is None else rows_in,
+        "rows_out": rows_out,
+        "dropped": dict(sorted(dropped.items())),
+        "quarantined": quarantined,
+        **extra,
+    }
+    if stage == "tokenize":
+        out["tokens"] = column_sum(run.stage_dir(stage), "num_tokens")
+    out["invariant_ok"] = out["rows_in"] == total
+    return out
+
+
+def run_stats(run: RunDir, first_input_raw: bool = True) -> dict[str, Any]:
+    """Stats of every finished stage, chained: a stage's rows_in is the previous stage's rows_out."""
+    stages: dict[str, Any] = {}
+    prev_out: int | None = None
+    for stage in STAGES:
+        if not run.marker(stage).exists():
+            continue
+        s = stage_stats(run, stage, prev_out if (prev_out is not None or not first_input_raw) else None)
+        stages[stage] = s
+        prev_out = s["rows_out"]
+    return {"run_dir": str(run.root), "stages": stages,
+            "invariant_ok": all(s["invariant_ok"] for s in stages.values())}
+
+
+def write_stats(run: RunDir) -> dict[str, Any]:
+    stats = run_stats(run)
+    write_atomic(run.root / "stats.json", json.dumps(stats, indent=2) + "\n")
+    return stats

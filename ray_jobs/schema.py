@@ -1,0 +1,45 @@
+"""The canonical row schema every reader produces and every stage keeps.
+
+A row is `id` (stable, unique string), `text`, `source`, plus whatever other columns the input had. Two
+bookkeeping columns travel with it: `status` says what a stage decided (`kept`, a drop reason such as
+`too_short`, or `quarantined`), `_offset` says where in its file the row came from (line number, row number
+or tar member index) so a quarantine entry can be found again. `_error` carries the reader's message for
+quarantined rows and is null otherwise.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ID = "id"
+TEXT = "text"
+SOURCE = "source"
+STATUS = "status"
+OFFSET = "_offset"
+ERROR = "_error"
+
+KEPT = "kept"
+QUARANTINED = "quarantined"
+
+# Split stage: rows are never dropped there, they are routed; the folder partition column is `split`.
+SPLIT = "split"
+SPLITS = ("train", "val", "test")
+
+CORE_FIELDS = (
+    pa.field(ID, pa.string(), nullable=False),
+    pa.field(TEXT, pa.string()),
+    pa.field(SOURCE, pa.string()),
+)
+BOOKKEEPING_FIELDS = (
+    pa.field(OFFSET, pa.int64()),
+    pa.field(ERROR, pa.string()),
+    pa.field(STATUS, pa.string()),
+)
+RESERVED = {f.name for f in CORE_FIELDS + BOOKKEEPING_FIELDS}
+
+
+def set_status(table: pa.Table, status: pa.Array) -> pa.Table:
+    """Replace (or add) the `status` column."""
+    if STATUS in table.column_names:
+        return table.set_column(table.schema.get_field_index(STATUS), STATUS, status)
+    return table.append_column(STATUS, status)

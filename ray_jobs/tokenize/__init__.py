@@ -1,0 +1,1 @@
+"""Tokenization: tokenizer loading and the batched tokenize stage (packing and chat templates come next)."""

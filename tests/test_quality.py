@@ -1,0 +1,326 @@
+"""Tests for ray_jobs.stages.quality: one realistic text per drop reason, a clean real
+passage that passes every rule, language gating, config validation and null handling."""
+
+import base64
+import zlib
+
+import pyarrow as pa
+import pytest
+
+from ray_jobs.stages.quality import REASONS, QualityConfig, drop_reasons
+
+# Charles Dickens, "A Tale of Two Cities" (1859), Book 1 ch. 1, opening four paragraphs, as in
+# Project Gutenberg (public domain; ../shared/data/gutenberg_subset_rcdm_uga).
+TALE = """\
+It was the best of times,
+it was the worst of times,
+it was the age of wisdom,
+it was the age of foolishness,
+it was the epoch of belief,
+it was the epoch of incredulity,
+it was the season of Light,
+it was the season of Darkness,
+it was the spring of hope,
+it was the winter of despair,
+we had everything before us,
+we had nothing before us,
+we were all going direct to Heaven,
+we were all going direct the other way--
+in short, the period was so far like the present period, that some of
+its noisiest authorities insisted on its being received, for good or for
+evil, in the superlative degree of comparison only.
+
+There were a king with a large jaw and a queen with a plain face, on the
+throne of England; there were a king with a large jaw and a queen with
+a fair face, on the throne of France. In both countries it was clearer
+than crystal to the lords of the State preserves of loaves and fishes,
+that things in general were settled for ever.
+
+It was the year of Our Lord one thousand seven hundred and seventy-five.
+Spiritual revelations were conceded to England at that favoured period,
+as at this. Mrs. Southcott had recently attained her five-and-twentieth
+blessed birthday, of whom a prophetic private in the Life Guards had
+heralded the sublime appearance by announcing that arrangements were
+made for the swallowing up of London and Westminster. Even the Cock-lane
+ghost had been laid only a round dozen of years, after rapping out its
+messages, as the spirits of this very year last past (supernaturally
+deficient in originality) rapped out theirs. Mere messages in the
+earthly order of events had lately come to the English Crown and People,
+from a congress of British subjects in America: which, strange
+to relate, have proved more important to the human race than any
+communications yet received through any of the chickens of the Cock-lane
+brood.
+
+France, less favoured on the whole as to matters spiritual than her
+sister of the shield and trident, rolled with exceeding smoothness down
+hill, making paper money and spending it. Under the guidance of her
+Christian pastors, she entertained herself, besides, with such humane
+achievements as sentencing a youth to have his hands cut off, his tongue
+torn out with pincers, and his body burned alive, because he had not
+kneeled down in the rain to do honour to a dirty procession of monks
+which passed within his view, at a distance of some fifty or sixty
+yards. It is likely enough that, rooted in the woods of France and
+Norway, there were growing trees, when that sufferer was put to death,
+already marked by the Woodman, Fate, to come down and be sawn into
+boards, to make a certain movable framework with a sack and a knife in
+it, terrible in history. It is likely enough that in the rough outhouses
+of some tillers of the heavy lands adjacent to Paris, there were
+sheltered from the weather that very day, rude carts, bespattered with
+rustic mire, snuffed about by pigs, and roosted in by poultry, which
+the Farmer, Death, had already set apart to be his tumbrils of
+the Revolution. But that Woodman and that Farmer, though they work
+unceasingly, work silently, and no one heard them as they went about
+with muffled tread: the rather, forasmuch as to entertain any suspicion
+that they were awake, was to be atheistical and traitorous."""
+
+RUSSIAN = """\
+Добрый день, коллеги. Пересылаю вам отчёт о работе нашего отдела за прошедший квартал.
+В целом результаты хорошие: мы закончили перенос данных на новый сервер, обновили
+документацию и провели обучение для новых сотрудников. Осталось несколько открытых
+вопросов по бюджету на следующий год, их мы обсудим на встрече в четверг. Если у вас
+есть замечания к отчёту, пожалуйста, пришлите их до среды, чтобы я успел внести правки.
+Спасибо всем за помощь и терпение в эти непростые недели."""
+
+# One realistic text per reason; each fails that rule and no other (see test_each_reason).
+FAILING = {
+    "too_short": """\
+Thanks for the notes. I will bring the slides to the meeting on Friday,
+and we can go through the budget then.
+
+--
+Anna""",
+    "too_long": None,  # built in test_too_long_default_threshold: >100,000 words
+    "char_repetition": """\
+Dear friend,
+
+CONGRATULATIONS!!!!!!!!!!!!!! Your e-mail address has been selected in our monthly
+draw and you have won a brand new laptop computer. To claim your prize, reply to this
+message with your full name, postal address and telephone number before the end of
+the week. This offer is only valid for the first hundred winners, so do not wait.
+Our office will confirm the delivery date with you by telephone.
+
+Best regards,
+The Prize Team""",
+    "avg_word_length": """\
+Hi Tom,
+
+Here is the scanned contract that you asked for. The signed copy is attached below;
+please check the second page and let me know if anything is missing before Monday.
+
+Thanks,
+Maria
+
+"""
+    + base64.encodebytes(zlib.compress(TALE.encode())).decode(),
+    "non_ascii_ratio": "Forwarding the quarterly report from the Moscow office; the summary is below "
+    "and the full version is with the other files.\n\n" + RUSSIAN,
+    "symbol_ratio": """\
+Sunset over the harbour after a long day of walking around the old town with friends.
+We finished with fresh fish and a glass of wine at the little place near the lighthouse,
+and the light was unbelievable. Already planning to come back next summer.
+
+#travel #sunset #harbour #oldtown #photography #nofilter #summer #wanderlust
+#instatravel #travelgram #seaside #goldenhour #vacation #friends""",
+    "bullet_lines": """\
+• Home
+• About the company
+• Our history and mission
+• Products and services
+• Office furniture for small teams
+• Chairs, desks and storage units
+• Delivery to your door
+• Returns and refunds
+• Frequently asked questions
+• Careers with the team
+• Contact the sales office
+• Terms of use
+• Privacy and cookie policy
+• Accessibility statement
+• Sitemap""",
+    "ellipsis_lines": """\
+Latest from the newsroom
+
+City council approves the new budget for road repairs after a long debate on Tuesday night ...
+Local bakery wins a national award for the best sourdough bread in the country this year ...
+Heavy rain expected over the weekend as forecasters warn of flooding near the river banks ...
+The museum reopens its doors to visitors after two years of restoration work on the old building
+Schools prepare for the new term with extra teachers and smaller class sizes in the district
+Volunteers clean up the beach and collect more than two hundred bags of rubbish on Sunday""",
+    "duplicate_lines": """\
+Re: Best way to store winter tyres?
+Posted by mike_r on 12 March
+I keep mine stacked flat in the garage on a wooden pallet, away from the boiler.
+Reply | Quote | Report
+Back to top
+Posted by sarah.k on 12 March
+Mine hang on wall hooks. Clean them first and let them dry, otherwise the rims corrode.
+Reply | Quote | Report
+Back to top
+Posted by dave1978 on 13 March
+The tyre shop stores them for a small fee each season, which saves a lot of space.
+Reply | Quote | Report
+Back to top
+Posted by mike_r on 13 March
+Good point about the rims. I also put covers over them to keep the dust off.
+Reply | Quote | Report
+Back to top""",
+    "duplicate_paragraphs": """\
+The town library reopened on Saturday after eighteen months of repairs to its roof
+and heating, and more than four hundred visitors came through the doors in the
+first hour alone.
+
+Advertisement
+
+The building, which dates from 1904, had been closed since a storm damaged the slate
+roof and let water into the reading room. Most of the books were moved to a
+warehouse on the edge of town while the work was carried out.
+
+Advertisement
+
+Staff said the new heating system should cut the energy bill by almost half, and
+that the extra space in the basement will be used for a children's corner with
+regular story hours during the school holidays.
+
+Advertisement
+
+Local historians welcomed the careful restoration of the original oak shelving,
+which had been at risk of rot, and the return of the painted ceiling above the
+main staircase.
+
+Advertisement
+
+The library is open from Tuesday to Saturday, with late opening on Thursday
+evenings until eight o'clock.
+
+Advertisement""",
+    "top_ngram_repetition": """\
+Cheap flights to Paris, cheap flights to Rome, cheap flights to London, cheap flights to
+Madrid, cheap flights to Berlin, cheap flights to Vienna, cheap flights to Prague, cheap
+flights to Lisbon, cheap flights to Athens and cheap flights to Dublin. Book the best
+cheap flights with our travel partners today and save on every trip you take this year,
+with no booking fees at all.""",
+    "no_stop_words": """\
+Oak dining table, model OT-180
+Dimensions: 180 x 90 cm, height 76 cm
+Weight: 42 kg
+Material: solid European oak, oiled finish
+Legs: powder-coated steel, matt black
+Seats: six adults, eight at a push
+Assembly: required, tools included
+Delivery: free within mainland UK, 5-7 working days
+Care: wipe clean using a damp cloth; avoid harsh detergents
+Warranty: two years on frame, one year on finish
+Colours: natural, smoked, white-washed
+Matching chairs available separately; bench version also in stock""",
+}
+
+
+def reasons(texts, langs=None, cfg=None):
+    langs = ["en"] * len(texts) if langs is None else langs
+    return drop_reasons(
+        pa.array(texts, pa.string()), pa.array(langs, pa.string()), cfg or QualityConfig()
+    ).to_pylist()
+
+
+def without(reason):
+    return QualityConfig(enabled=tuple(r for r in REASONS if r != reason))
+
+
+def test_reason_names_and_order():
+    assert REASONS == (
+        "empty", "too_short", "too_long", "char_repetition", "avg_word_length",
+        "non_ascii_ratio", "symbol_ratio", "bullet_lines", "ellipsis_lines",
+        "duplicate_lines", "duplicate_paragraphs", "top_ngram_repetition", "no_stop_words",
+    )
+
+
+def test_clean_gutenberg_passage_passes_every_rule():
+    assert reasons([TALE]) == [None]
+
+
+@pytest.mark.parametrize("reason", [r for r, text in FAILING.items() if text is not None])
+def test_each_reason(reason):
+    text = FAILING[reason]
+    assert reasons([text]) == [reason]
+    assert reasons([text], cfg=without(reason)) == [None], "the text should fail only this rule"
+
+
+def test_empty_covers_null_blank_and_whitespace():
+    assert reasons([None, "", "  \n\t \n"]) == ["empty"] * 3
+
+
+def test_too_long_default_threshold():
+    # ~200 copies of the passage = 117,400 words, over Gopher's 100,000.
+    text = "\n\n".join([TALE] * 200)
+    assert reasons([text]) == ["too_long"]
+
+
+def test_too_long_only_rule_failed_by_long_clean_text():
+    assert reasons([TALE], cfg=QualityConfig(max_words=500)) == ["too_long"]
+    assert reasons([TALE], cfg=QualityConfig(max_words=500, enabled=("too_long",))) == ["too_long"]
+
+
+def test_char_repetition_threshold_and_whitespace_runs():
+    assert reasons([TALE + "\n\n" + "=" * 10]) == [None]
+    assert reasons([TALE + "\n\n" + "=" * 11]) == ["char_repetition"]
+    indented = "\n".join(" " * 16 + line for line in TALE.splitlines())
+    assert reasons([indented + "\n" * 12]) == [None]
+
+
+def test_non_ascii_ratio_is_gated_by_language():
+    assert reasons([RUSSIAN, RUSSIAN, RUSSIAN], ["ru", "en", None]) == [None, "non_ascii_ratio", None]
+    german = (
+        "Die Bibliothek der Stadt wurde am Samstag nach achtzehn Monaten Bauzeit wieder "
+        "eröffnet. Schon in der ersten Stunde kamen mehr als vierhundert Besucher, um die "
+        "renovierten Räume, die neue Heizung und die große Kinderecke im Keller zu sehen. "
+        "Die Öffnungszeiten bleiben unverändert: dienstags bis samstags, donnerstags länger. "
+        "Für Schulklassen gibt es ab März wieder Führungen durch das Haus."
+    )
+    assert reasons([german], ["de"]) == [None]
+
+
+def test_no_stop_words_applies_to_english_only():
+    sheet = FAILING["no_stop_words"]
+    assert reasons([sheet, sheet, sheet], ["en", "de", None]) == ["no_stop_words", None, None]
+
+
+def test_first_failing_reason_wins():
+    assert reasons(["WINNER!!!!!!!!!!!!!!!! Click now."]) == ["too_short"]
+    assert reasons(["WINNER!!!!!!!!!!!!!!!! Click now."], cfg=without("too_short")) == ["char_repetition"]
+
+
+def test_mixed_batch_and_input_types():
+    texts = [TALE, None, FAILING["symbol_ratio"], FAILING["too_short"]]
+    expected = [None, "empty", "symbol_ratio", "too_short"]
+    chunked_text = pa.chunked_array([pa.array(texts[:2]), pa.array(texts[2:])], pa.string())
+    chunked_lang = pa.chunked_array([pa.array(["en", "en"]), pa.array(["en", "en"])])
+    assert drop_reasons(chunked_text, chunked_lang, QualityConfig()).to_pylist() == expected
+    large = pa.array(texts, pa.large_string())
+    out = drop_reasons(large, pa.array(["en"] * 4), QualityConfig())
+    assert out.type == pa.string() and out.to_pylist() == expected
+
+
+def test_empty_input():
+    assert reasons([]) == []
+
+
+def test_config_rejects_unknown_reason_and_lists_valid_ones():
+    with pytest.raises(ValueError) as err:
+        QualityConfig(enabled=("empty", "too_shrot"))
+    message = str(err.value)
+    assert "too_shrot" in message
+    assert all(name in message for name in REASONS)
+
+
+def test_config_rejects_inverted_bounds_and_percentages():
+    with pytest.raises(ValueError, match="min_words <= max_words"):
+        QualityConfig(min_words=200, max_words=100)
+    with pytest.raises(ValueError, match="fractions in"):
+        QualityConfig(max_dup_line_frac=30)
+
+
+def test_bad_inputs_say_what_was_expected():
+    with pytest.raises(TypeError, match="string array"):
+        drop_reasons(pa.array([1, 2]), pa.array(["en", "en"]), QualityConfig())
+    with pytest.raises(ValueError, match="equal length"):
+        drop_reasons(pa.array(["a"]), pa.array(["en", "en"]), QualityConfig())
