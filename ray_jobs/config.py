@@ -162,8 +162,12 @@ def _coerce(path: str, tp: Any, value: Any) -> Any:
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{path} expects a list; got {type(value).__name__} {value!r}")
-        (item_tp, _) = typing.get_args(tp)
-        return tuple(_coerce(f"{path}[]", item_tp, v) for v in value)
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{path}[]", args[0], v) for v in value)
+        if len(value) != len(args):
+            raise TypeError(f"{path} expects {len(args)} items ({', '.join(a.__name__ for a in args)}); got {value!r}")
+        return tuple(_coerce(f"{path}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
     if origin in (typing.Union, types.UnionType):
         raise AssertionError(f"unsupported annotation for {path}: {tp}")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -186,11 +190,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict (tuples as lists) for TOML/JSON output and fingerprints."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
-    return out
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v):
+        return to_dict(v)
+    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 def _parse_value(raw: str) -> Any:

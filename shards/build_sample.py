@@ -62,7 +62,8 @@ EDITION_WORKS = (
     "A Tramp Abroad",
     "Roughing It",
 )
-EDITION_GROUPS_PER_WORK = 5
+# Per work: groups whose chunks differ (near duplicates) and groups of identical chunks.
+NEAR_GROUPS_PER_WORK, EXACT_GROUPS_PER_WORK = 5, 2
 # Header and footer (licence) boilerplate is taken from these books (footers repeat verbatim).
 BOILERPLATE_BOOKS = CLEAN_BOOKS + (
     "Dickens, Charles/A Christmas Carol.txt",
@@ -79,6 +80,8 @@ MAX_RANDOM_MAIL_CHARS = 3_000
 DUPLICATE_MAIL_GROUPS = 12
 LINGUA_LANGS = ("de", "fr", "es", "it", "pt", "nl", "ru", "ar", "zh", "ja")
 DOCS_PER_LANG = 20
+# Each quality reason gets real rows until it has this many (3 are required; 5 leaves margin
+# for a pipeline whose language ID moves a few rows to lang_not_allowed).
 MIN_ROWS_PER_REASON = 5
 # Why a reason can fall short of 3 rows: said in SOURCE.md when it does.
 GAP_NOTES = {
@@ -187,9 +190,13 @@ def _chunks(text: str) -> list[tuple[str, str, str]]:
     return chunks
 
 
+def _book_doc(name: str, suffix: str, text: str) -> Doc:
+    return Doc(f"gutenberg/{_slug(name)}/{suffix}", text, "gutenberg", "book", name, "en")
+
+
 def gutenberg_docs(books: dict[str, str]) -> tuple[list[Doc], list[Doc], list[Doc]]:
     """(body chunks of every book with PG markers, header/footer docs, too_long whole books)."""
-    body, boilerplate, slugs = [], [], {}
+    body, bounds, boilerplate, slugs = [], [], [], {}
     for name in sorted(books):
         owner = slugs.setdefault(_slug(name), name)
         if owner != name:
@@ -202,33 +209,27 @@ def gutenberg_docs(books: dict[str, str]) -> tuple[list[Doc], list[Doc], list[Do
         end = _END.search(text, start.end()) if start else None
         if end is None:  # pre-1999 files without START/END markers are left out
             continue
-
-        def doc(suffix: str, chunk: str, group: str | None = None) -> Doc:
-            return Doc(f"gutenberg/{_slug(name)}/{suffix}", chunk, "gutenberg", "book", name, "en", group)
-
-        boilerplate.append(doc("header", text[: start.end()]))
+        boilerplate.append(_book_doc(name, "header", text[: start.end()]))
         for i, (chunk, _, _) in enumerate(_chunks(text[end.start() :])):
-            boilerplate.append(doc(f"footer-{i:02d}", chunk))
+            boilerplate.append(_book_doc(name, f"footer-{i:02d}", chunk))
         for i, (chunk, first, last) in enumerate(_chunks(text[start.end() : end.start()])):
-            body.append(doc(f"{i:04d}", chunk, f"{first}\n{last}"))
-    body = _edition_groups(body)
+            body.append(_book_doc(name, f"{i:04d}", chunk))
+            bounds.append((first, last))
     limit = QualityConfig().max_words
     by_length = sorted((len(t.split()), n) for n, t in books.items())
     whole = [n for words, n in by_length if words > limit][:TOO_LONG_BOOKS]
-    full = [Doc(f"gutenberg/{_slug(n)}/full", books[n], "gutenberg", "book", n, "en") for n in whole]
-    return body, boilerplate, full
+    return _edition_groups(body, bounds), boilerplate, [_book_doc(n, "full", books[n]) for n in whole]
 
 
-def _edition_groups(chunks: list[Doc]) -> list[Doc]:
-    """Name the group of chunks that start and end on the same paragraphs in 2+ books."""
+def _edition_groups(chunks: list[Doc], bounds: list[tuple[str, str]]) -> list[Doc]:
+    """Tag chunks that start and end on the same (non-empty) paragraphs in 2+ books."""
     books_per_bounds = collections.defaultdict(set)
-    for c in chunks:
-        books_per_bounds[c.edition_group].add(c.origin)
-    shared = {b for b, names in books_per_bounds.items() if len(names) > 1 and all(b.split("\n"))}
+    for chunk, bound in zip(chunks, bounds):
+        books_per_bounds[bound].add(chunk.origin)
     return [
-        replace(c, edition_group=f"ed-{_hash(c.edition_group):016x}"
-                if c.edition_group in shared else None)
-        for c in chunks
+        replace(chunk, edition_group="ed-%016x" % _hash("\n".join(bound)))
+        if len(books_per_bounds[bound]) > 1 and all(bound) else chunk
+        for chunk, bound in zip(chunks, bounds)
     ]
 
 
@@ -240,7 +241,10 @@ def _edition_picks(body: list[Doc]) -> list[Doc]:
     picks = []
     for work in EDITION_WORKS:
         of_work = [g for g, members in groups.items() if any(work.lower() in m.origin.lower() for m in members)]
-        for g in sorted(of_work, key=lambda g: _rank(f"edition/{work}", g))[:EDITION_GROUPS_PER_WORK]:
+        ranked = sorted(of_work, key=lambda g: _rank(f"edition/{work}", g))
+        exact = [g for g in ranked if len({m.text for m in groups[g]}) == 1]
+        near = [g for g in ranked if g not in exact]
+        for g in near[:NEAR_GROUPS_PER_WORK] + exact[:EXACT_GROUPS_PER_WORK]:
             picks.extend(groups[g])
     return picks
 
@@ -365,6 +369,8 @@ def build(shared: Path) -> list[Doc]:
     add(_duplicate_mail_picks(mails))
     add(lingua_docs(shared / LINGUA_DIR))
     _top_up(chosen, mails + body + boilerplate)
+    groups = {d.edition_group for d in chosen.values() if d.edition_group}
+    add([c for c in body if c.edition_group in groups])  # every group complete in the sample
     return sorted(chosen.values(), key=lambda d: d.id)
 
 
@@ -475,6 +481,9 @@ stratified splits: `book` (Gutenberg), `ham` / `spam` (SpamAssassin), `foreign` 
 Quality reason = `ray_jobs.stages.quality.drop_reasons` with the default `QualityConfig` and
 `lang_hint` as the language (first failing rule); `lang_not_allowed` = non-English `lang_hint`;
 `exact_duplicate` = non-empty text already present under a smaller id. A row can count in several.
+The pipeline's clean stage differs: it runs language ID instead of trusting `lang_hint` and lets
+`lang_not_allowed` win over the quality reasons, so e.g. the Japanese/Korean e-mails counted under
+`non_ascii_ratio` here end up `lang_not_allowed` there.
 
 {table}
 {gaps}
@@ -488,12 +497,14 @@ Quality reason = `ray_jobs.stages.quality.drop_reasons` with the default `Qualit
 
 How the documents were made:
 - gutenberg: files decoded as UTF-8 (else Latin-1), line ends normalised to `\\n`. Books with
-  `*** START/END OF ... PROJECT GUTENBERG` markers are split into `header` (up to the START line),
+  `*** START/END OF ... PROJECT GUTENBERG` markers (pre-1999 files without them are left out,
+  except as `/full`) are split into `header` (up to the START line),
   body and footer (from the END line); body and footer are cut into paragraph-aligned chunks of
   {chunk_min}+ words (cut after a paragraph whose hash is 0 mod {cut_every}, forced at {chunk_max}), text unchanged.
   `gutenberg/<slug>/<NNNN>` = body chunk, `/header`, `/footer-NN`, `/full` = the whole file (the
-  shortest books over max_words, for `too_long`). Chunks from different editions/copies of
-  {works} are included by `edition_group`.
+  shortest books over max_words, for `too_long`). For {works}, whole `edition_group`s
+  are included: {near} groups per work whose chunks differ (near duplicates: another edition,
+  re-wrapped lines, spelling) and up to {exact} whose chunks are identical (exact duplicates).
 - spamassassin: the body a mail reader shows: text/plain parts (else text/html, markup kept),
   transfer-encoding and declared charset decoded (none declared: UTF-8, else Latin-1; undecodable
   bytes as U+FFFD), headers and attachments dropped; empty when a mail has no text part.
@@ -528,6 +539,8 @@ def write_source_md(docs: list[Doc], out: Path) -> None:
         chunk_max=f"{CHUNK_MAX_WORDS:,}",
         cut_every=CUT_EVERY,
         works=", ".join(f'"{w}"' for w in EDITION_WORKS),
+        near=NEAR_GROUPS_PER_WORK,
+        exact=EXACT_GROUPS_PER_WORK,
         max_mail=f"{MAX_RANDOM_MAIL_CHARS:,}",
         docs_per_lang=DOCS_PER_LANG,
         langs=", ".join(LINGUA_LANGS),

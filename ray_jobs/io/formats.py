@@ -61,7 +61,10 @@ def _open_decompressed(path: str) -> BinaryIO:
     if lower.endswith((".zst", ".zstd")):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # type: ignore[return-value]
+        # The raw reader cannot iterate lines (io.UnsupportedOperation): buffer it. read_across_frames: files made
+        # by `cat a.zst b.zst` or pzstd hold several frames, and the default stops after the first one.
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(raw)  # type: ignore[arg-type]
     return open(path, "rb")
 
 
@@ -105,11 +108,20 @@ def canonical_table(rows: list[dict[str, Any]]) -> pa.Table:
         for k, v in row.items():
             if isinstance(v, (dict, list)):
                 row[k] = json.dumps(v, ensure_ascii=False, sort_keys=True)
-    table = pa.Table.from_pylist(rows)
+    # Column by column over the union of keys: Table.from_pylist takes its schema from the first row only, so a
+    # quarantined first row dropped every other column, and one field with mixed types raised for the whole file.
+    table = pa.table({k: _column([row.get(k) for row in rows]) for k in dict.fromkeys(k for r in rows for k in r)})
     core = [(f.name, f.type) for f in schema.CORE_FIELDS] + [(schema.OFFSET, pa.int64()), (schema.ERROR, pa.string())]
     cols = [table[name].cast(tp) if name in table.column_names else pa.nulls(len(table), tp) for name, tp in core]
     extra = [c for c in table.column_names if c not in {n for n, _ in core}]
     return pa.table(cols + [table[c] for c in extra], names=[n for n, _ in core] + extra)
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 1 in one record, "x" in the next: keep both as text
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 # --------------------------------------------------------------------------------------------- formats
@@ -144,7 +156,8 @@ def _records_csv(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Iterat
     delimiter = "\t" if unit.path.lower().endswith((".tsv", ".tsv.gz", ".tsv.zst")) else cfg.csv_delimiter
     with _open_decompressed(unit.path) as fh:
         # surrogateescape keeps invalid bytes visible per record instead of failing the whole file
-        text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") would otherwise rename the first header field
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -232,7 +245,11 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
         meta: dict[str, Any] = {}
         try:
             if "json" in parts:
-                meta = json.loads(parts["json"].decode("utf-8"))
+                try:
+                    meta = json.loads(parts["json"].decode("utf-8"))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{key}.json is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                                     f"expected a JSON object") from e
                 if not isinstance(meta, dict):
                     raise ValueError(f"expected a JSON object in {key}.json, found {type(meta).__name__}")
             if "txt" in parts:

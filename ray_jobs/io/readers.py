@@ -14,9 +14,13 @@ from ray.data.block import BlockMetadata
 
 from ray_jobs import schema
 from ray_jobs.config import InputConfig
-from ray_jobs.io.formats import ROWS_PER_TABLE, FileUnit, canonical_table, detect_format, parse_file
+from ray_jobs.io.formats import (
+    ROWS_PER_TABLE, SUFFIX_FORMATS, FileUnit, canonical_table, detect_format, parse_file,
+)
 
 BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks
+# Our format name -> the `datasets` packaged builder that reads a single local file of it.
+HF_BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet", "text": "text", "webdataset": "webdataset"}
 
 
 def _is_hf_folder(p: Path) -> bool:
@@ -30,6 +34,7 @@ def _size(u: FileUnit) -> int:
 def discover(cfg: InputConfig) -> list[FileUnit]:
     """Expand files, folders and globs into readable files, sorted so task order is stable across runs."""
     units: list[FileUnit] = []
+    seen: dict[str, str] = {}  # relpath (the id prefix) -> file
     for spec in cfg.paths:
         if cfg.format == "hf" or (cfg.format == "auto" and _is_hf_folder(Path(spec))):
             units.append(FileUnit(spec, Path(spec).name or spec, "hf"))  # local folder, data files or hub id
@@ -49,6 +54,12 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
                 if fmt is None:
                     continue
                 rel = f"{base.name}/{f.relative_to(base).as_posix()}"
+                if rel in seen:
+                    if seen[rel] == str(f):
+                        continue  # the same file named twice (a folder and a glob inside it): read it once
+                    raise ValueError(f"inputs {seen[rel]} and {f} would get the same ids ({rel}:<offset>): ids are "
+                                     f"<input folder name>/<path below it>; give their common parent folder instead")
+                seen[rel] = str(f)
                 units.append(FileUnit(str(f), rel, fmt))
     if not units:
         raise ValueError(f"no readable files under {list(cfg.paths)} for format {cfg.format!r}; "
@@ -104,8 +115,16 @@ def hf_tables(spec: str, cfg: InputConfig) -> Iterator[pa.Table]:
         ds = datasets.load_from_disk(str(p))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[cfg.hf_split]
+    elif p.is_file():
+        # load_dataset(<file>) only searches folders ("Couldn't find any data file"): name the packaged builder.
+        builder = HF_BUILDERS.get(detect_format(p) or "")
+        if builder is None:
+            raise ValueError(f"cannot read {spec} with HF datasets: expected a file ending in "
+                             f"{', '.join(sorted(ext for ext, f in SUFFIX_FORMATS.items() if f in HF_BUILDERS))}")
+        sep = {"delimiter": "\t"} if builder == "csv" and ".tsv" in [s.lower() for s in p.suffixes] else {}
+        ds = datasets.load_dataset(builder, data_files={cfg.hf_split: str(p)}, split=cfg.hf_split, **sep)
     else:
-        ds = datasets.load_dataset(spec, split=cfg.hf_split)
+        ds = datasets.load_dataset(spec, split=cfg.hf_split)  # a folder of data files or a hub id
     name = p.name if p.exists() else spec
     arrow = ds.with_format("arrow")
     for start in range(0, len(ds), ROWS_PER_TABLE):
@@ -115,8 +134,12 @@ def hf_tables(spec: str, cfg: InputConfig) -> Iterator[pa.Table]:
 
 def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", start: int = 0) -> pa.Table:
     """Python lists of strings or dicts (and DataFrame rows) -> one canonical table (ids `<prefix>:<index>`)."""
+    if hasattr(records, "columns") and hasattr(records, "to_dict"):
+        records = records.to_dict("records")  # a pandas DataFrame: iterating it would yield its column names
     rows = []
     for i, rec in enumerate(records, start=start):
+        if hasattr(rec, "to_dict") and not isinstance(rec, dict):
+            rec = rec.to_dict()  # a pandas Series, e.g. from DataFrame.iterrows()
         if isinstance(rec, str) or rec is None:
             rec = {cfg.text_column: rec}
         elif not isinstance(rec, dict):

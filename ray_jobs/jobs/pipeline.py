@@ -15,6 +15,7 @@ from ray_jobs import engine, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
 from ray_jobs.io.readers import CorpusDatasource, discover
+from ray_jobs.io.writers import export
 from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
 from ray_jobs.split import (
     BIN, LABEL, AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
@@ -111,6 +112,19 @@ def _ensure_split(table: pa.Table) -> pa.Table:
     return table.append_column(schema.SPLIT, pa.array(["all"] * len(table), pa.string()))
 
 
+def _export(cfg: RunConfig, run: RunDir, force: bool) -> None:
+    """Copy the split stage's rows to RUN/export/<format>/<split>/ when output.export asks for it."""
+    fmt = cfg.output.export
+    if fmt == "none" or not run.marker("split").exists():
+        return
+    name = f"export-{fmt}"
+    fp = fingerprint(name, run.marker("split").read_text())
+    if run.is_done(name, fp, force):
+        return
+    export(run.stage_dir("split"), run.root / "export" / fmt, fmt, cfg.ray.batch_size)
+    run.mark_done(name, fp)
+
+
 STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "tokenize": tokenize}
 
 
@@ -130,6 +144,7 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool =
         for i, stage in enumerate(stages):
             src = (input_cfg or cfg.input) if i == 0 else stage_input(run, stage)
             STAGE_FUNCS[stage](cfg, run, src, force)
+        _export(cfg, run, force)
     stats = write_stats(run)
     if not stats["invariant_ok"]:
         raise AssertionError(f"stats invariant broken (rows_in != rows_out + dropped + quarantined): {stats}")

@@ -248,12 +248,15 @@ def _duplicate_paragraphs(text: pa.Array, lang: pa.Array, cfg: QualityConfig) ->
 
 
 def _top_ngram_exceeds(words: list[str], limits: tuple[tuple[int, float], ...]) -> bool:
+    """Does the most frequent n-gram (ties: the longest) cover too many word characters?"""
     total = sum(map(len, words))
     for n, limit in limits:
-        if len(words) < n:
+        counts = Counter(zip(*(words[k:] for k in range(n))))
+        top = max(counts.values(), default=0)
+        if top < 2:  # nothing repeats
             continue
-        gram, count = Counter(zip(*(words[k:] for k in range(n)))).most_common(1)[0]
-        if count > 1 and count * sum(map(len, gram)) > limit * total:
+        chars = max(sum(map(len, gram)) for gram, count in counts.items() if count == top)
+        if top * chars > limit * total:
             return True
     return False
 

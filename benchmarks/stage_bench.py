@@ -1,0 +1,748 @@
+"""Stage throughput: the project's Ray recipes against the same stage objects in a plain one-core Python loop.
+
+    python benchmarks/stage_bench.py                       # ~60 MB corpus, every stage, ~5 minutes on 2 cores
+    python benchmarks/stage_bench.py --mb 20 --stages clean,tokenize
+    python benchmarks/stage_bench.py --sweep               # + Ray-only re-runs of the stages below target
+    python benchmarks/stage_bench.py --set ray.batch_size=4096 --set bench.bytes_per_task_mb=4
+
+Corpus (built once, cached under benchmarks/out/corpus/, deterministic): Project Gutenberg books (Dickens, Twain,
+Shakespeare) cut into paragraph-aligned documents of 2-5 kB, IMDB train reviews and SpamAssassin e-mails, by
+default 50 / 30 / 20 % of the text bytes, in `--files` Parquet files (id, text, source, label).
+
+For every stage variant (clean, dedup, split, split_strat = split stratified by `label`, tokenize):
+
+* plain: a child process pinned to core 0 reads the Parquet files with the project's own reader
+  (`io.formats.parse_file`, pyarrow underneath), applies the same stage objects batch by batch (batch =
+  `ray.batch_size` rows) and writes zstd Parquet partitioned like the recipe (status=/split= folders).
+  dedup = ExactHashStage over every batch, then keep_lowest_id per bucket in memory; split = SplitKeyStage,
+  the plan from ray_jobs.split's functions, AssignSplitStage.
+* ray: a child process runs `ray_jobs.jobs.pipeline.<stage>` (force=True) into a fresh run dir inside one
+  `engine.ray_session` (ray.num_cpus=2); the start-up (ray.init + a tiny warm-up job) is timed separately.
+  Then, unless --no-stats, the same Dataset is built from engine.read_datasource / engine.apply /
+  engine.write_partitioned, materialised, and `ds.stats()` is kept (benchmarks/out/stats/) and summarised.
+
+ratio = (ray docs/s / 2 cores) / (plain docs/s on one core); the project's target is >= 0.85.
+
+Overrides: `--set key=value` goes to `ray_jobs.config.load_config`; keys `bench.*` are this benchmark's knobs for
+things that are not config fields: bench.bytes_per_task_mb (ray_jobs.io.readers.BYTES_PER_TASK, default 64),
+bench.preserve_order (DataContext.execution_options.preserve_order, default true as set by engine.ray_session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data"
+OUT = REPO / "benchmarks" / "out"
+CORPUS = OUT / "corpus"
+GUTENBERG = DATA / "gutenberg_subset_rcdm_uga" / "gutenberg_dickens_twain_shakespeare.tar.gz"
+IMDB = DATA / "imdb_aclimdb" / "aclImdb_train.tar.gz"
+SPAM = DATA / "spamassassin_stdlib" / "spam_assassin_txt.tar.gz"
+SHARES = {"gutenberg": 0.5, "imdb": 0.3, "spamassassin": 0.2}
+CORPUS_VERSION = 1
+VARIANTS = ("clean", "dedup", "split", "split_strat", "tokenize")
+BASE_SET = ["ray.num_cpus=2", "ray.progress_bars=false"]
+TARGET = 0.85
+CORES = 2
+# Ray-only settings tried by --sweep on every stage below target (each one a fresh Ray, all stages in it).
+SWEEP = {
+    "batch 4096": ["ray.batch_size=4096"],
+    "block 32 MB": ["ray.target_max_block_size_mb=32"],
+    "1 read task/file": ["bench.bytes_per_task_mb=4"],
+    "1 task/file + batch 4096": ["bench.bytes_per_task_mb=4", "ray.batch_size=4096"],
+    "1 task/file + no preserve_order": ["bench.bytes_per_task_mb=4", "bench.preserve_order=false"],
+    "1 task/file + 3 actors x 0.5": ["bench.bytes_per_task_mb=4", "clean.actors=3", "tokenize.actors=3"],
+}
+
+
+# ------------------------------------------------------------------------------------------------ corpus
+
+
+def _xxh(s: str, seed: int = 0) -> int:
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(s.encode("utf-8"), seed=seed)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _gutenberg_docs() -> list[dict]:
+    """Books cut at blank lines into documents of 2-5 kB (the size drawn per document from a hash of its id)."""
+    docs = []
+    with tarfile.open(GUTENBERG, "r|gz") as tar:
+        for m in tar:
+            name = m.name.replace("\r", " ")
+            if not m.isfile() or not name.endswith(".txt") or "/." in name:
+                continue
+            text = _decode(tar.extractfile(m).read()).replace("\r\n", "\n").replace("\r", "\n")
+            paras: list[str] = []
+            for p in re.split(r"\n[ \t]*\n", text):
+                p = p.strip("\n")
+                if not p.strip():
+                    continue
+                while len(p.encode()) > 5000:  # a paragraph longer than a document: cut at a line end
+                    cut = p.rfind("\n", 0, 3500)
+                    cut = cut if cut > 0 else 3500
+                    paras.append(p[:cut])
+                    p = p[cut:].lstrip("\n")
+                paras.append(p)
+            base = f"gutenberg/{name.removesuffix('.txt')}"
+            buf: list[str] = []
+            size, k = 0, 0
+            target = 2000 + _xxh(f"{base}#0") % 3001
+            for p in paras:
+                buf.append(p)
+                size += len(p.encode()) + 2
+                if size >= target:
+                    docs.append({"id": f"{base}#{k}", "text": "\n\n".join(buf), "source": "gutenberg", "label": "book"})
+                    k += 1
+                    buf, size = [], 0
+                    target = 2000 + _xxh(f"{base}#{k}") % 3001
+            if size >= 500:
+                docs.append({"id": f"{base}#{k}", "text": "\n\n".join(buf), "source": "gutenberg", "label": "book"})
+    return docs
+
+
+def _member_docs(path: Path, source: str, keep, label_of) -> list[dict]:
+    docs = []
+    with tarfile.open(path, "r|gz") as tar:
+        for m in tar:
+            if m.isfile() and keep(m.name):
+                docs.append({"id": f"{source}/{m.name}", "text": _decode(tar.extractfile(m).read()), "source": source,
+                             "label": label_of(m.name)})
+    return docs
+
+
+def build_corpus(mb: float, n_files: int) -> Path:
+    """~mb MB of text (UTF-8 bytes) in n_files Parquet files; cached by (mb, n_files, version)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = {"version": CORPUS_VERSION, "mb": mb, "files": n_files}
+    manifest = CORPUS / "_manifest.json"  # "_": discover() skips it
+    if manifest.is_file() and {k: v for k, v in json.loads(manifest.read_text()).items() if k in want} == want:
+        return CORPUS
+    t0 = time.perf_counter()
+    pools = {
+        "gutenberg": _gutenberg_docs(),
+        "imdb": _member_docs(IMDB, "imdb", lambda n: re.search(r"/train/(pos|neg)/[^/]+\.txt$", n) is not None,
+                             lambda n: "review_" + n.split("/")[-2]),
+        "spamassassin": _member_docs(SPAM, "spamassassin", lambda n: n.endswith(".txt"),
+                                     lambda n: "spam" if "/spam" in n else "ham"),
+    }
+    budget = mb * 1e6
+    chosen: list[dict] = []
+    left = dict(SHARES)
+    # Smallest pool first; each source takes its share of what is left, in an order fixed by a hash of the id,
+    # so a source that runs short leaves the rest to the others.
+    for src in sorted(pools, key=lambda s: sum(len(d["text"].encode()) for d in pools[s])):
+        share = budget * left[src] / sum(left.values())
+        del left[src]
+        taken = 0
+        for d in sorted(pools[src], key=lambda d: _xxh(d["id"])):
+            if taken >= share:
+                break
+            chosen.append(d)
+            taken += len(d["text"].encode())
+        budget -= taken
+    chosen.sort(key=lambda d: _xxh(d["id"], seed=1))
+    shutil.rmtree(CORPUS, ignore_errors=True)
+    CORPUS.mkdir(parents=True)
+    total = sum(len(d["text"].encode()) for d in chosen)
+    per_file = total / n_files
+    start, acc, part = 0, 0, 0
+    for i, d in enumerate(chosen):
+        acc += len(d["text"].encode())
+        if acc >= per_file * (part + 1) or i == len(chosen) - 1:
+            rows = chosen[start:i + 1]
+            pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(
+                [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("label", pa.string())])),
+                CORPUS / f"part-{part:03d}.parquet", compression="zstd")
+            start, part = i + 1, part + 1
+    counts: dict[str, int] = {}
+    for d in chosen:
+        counts[d["label"]] = counts.get(d["label"], 0) + 1
+    manifest.write_text(json.dumps({**want, "docs": len(chosen), "text_bytes": total, "labels": counts,
+                                    "build_s": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    return CORPUS
+
+
+def corpus_info() -> dict:
+    return json.loads((CORPUS / "_manifest.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], dict[str, str]]:
+    cfg, bench = [], {}
+    for it in items:
+        k, _, v = it.partition("=")
+        if k.startswith("bench."):
+            bench[k.removeprefix("bench.")] = v
+        else:
+            cfg.append(it)
+    return cfg, bench
+
+
+def variant_config(variant: str, overrides: list[str]):
+    from ray_jobs.config import load_config
+
+    extra = ["split.stratify_by=label"] if variant == "split_strat" else []
+    return load_config(None, BASE_SET + overrides + extra)
+
+
+def input_config():
+    from ray_jobs.config import InputConfig
+
+    return InputConfig(paths=(str(CORPUS),), format="parquet")
+
+
+def stage_name(variant: str) -> str:
+    return "split" if variant == "split_strat" else variant
+
+
+def host_busy_s() -> float:
+    """CPU seconds all processes on this host have used since boot (every core; /proc/stat, minus idle and iowait)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class PartWriter:
+    """zstd Parquet partitioned by one column, `col=value/part-0.parquet`, the column dropped like Ray's writer."""
+
+    def __init__(self, root: Path, col: str) -> None:
+        self.root, self.col, self.writers = root, col, {}
+
+    def write(self, table) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for v in pc.unique(table[self.col]).to_pylist():
+            part = table.filter(pc.equal(table[self.col], v)).drop_columns([self.col])
+            w = self.writers.get(v)
+            if w is None:
+                d = self.root / f"{self.col}={v}"
+                d.mkdir(parents=True, exist_ok=True)
+                w = self.writers[v] = pq.ParquetWriter(d / "part-0.parquet", part.schema, compression="zstd")
+            if part.schema != w.schema:
+                part = part.cast(w.schema)
+            w.write_table(part)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+# ------------------------------------------------------------------------------------------------ plain loop
+
+
+def plain_main(variant: str, overrides: list[str]) -> dict:
+    """One stage variant in this process (pinned to core 0 by the caller's environment): read -> stage -> write."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ray_jobs import schema
+    from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
+    from ray_jobs.io.formats import parse_file
+    from ray_jobs.io.readers import discover
+    from ray_jobs.jobs.pipeline import _ensure_split
+    from ray_jobs.split import (BIN, LABEL, AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins,
+                                boundary_filter, plan_from_boundaries)
+    from ray_jobs.stages.clean import CleanStage
+    from ray_jobs.tokenize.stage import TokenizeStage
+
+    cfg_over, _ = split_overrides(overrides)
+    cfg = variant_config(variant, cfg_over)
+    in_cfg = input_config()
+    bs = cfg.ray.batch_size
+    out = OUT / "plain" / variant
+    shutil.rmtree(out, ignore_errors=True)
+    rows = 0
+
+    def batches():
+        nonlocal rows
+        for unit in discover(in_cfg):
+            for t in parse_file(unit, in_cfg):
+                rows += t.num_rows
+                for off in range(0, t.num_rows, bs):
+                    yield t.slice(off, bs)
+
+    busy0 = host_busy_s()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    setup_s = 0.0
+    if variant == "clean":
+        st = CleanStage(cfg.clean)
+        st.setup()
+        setup_s = time.perf_counter() - t0
+        w = PartWriter(out, schema.STATUS)
+        for b in batches():
+            w.write(st(b))
+    elif variant == "dedup":
+        hs = ExactHashStage(cfg.dedup)
+        w = PartWriter(out, schema.STATUS)
+        t = pa.concat_tables([hs(b) for b in batches()])
+        t = t.take(pc.sort_indices(t, sort_keys=[(BUCKET, "ascending")]))
+        buckets = t[BUCKET].to_numpy()
+        edges = np.flatnonzero(np.diff(buckets)) + 1
+        for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(buckets)]):
+            w.write(keep_lowest_id(t.slice(int(lo), int(hi - lo))))
+    elif variant.startswith("split"):
+        ks = SplitKeyStage(cfg.split)
+        w = PartWriter(out, schema.SPLIT)
+        if not cfg.split.stratify_by:
+            assign = AssignSplitStage(cfg.split, SplitPlan({}))
+            for b in batches():
+                w.write(assign(ks(b)))
+        else:
+            keyed = [ks(b) for b in batches()]
+            counts: dict[str, np.ndarray] = {}
+            for t in map(bin_counts, keyed):  # the same accumulation as pipeline._split_plan
+                for label, b, n in zip(t[LABEL].to_pylist(), t[BIN].to_pylist(), t["n"].to_pylist()):
+                    counts.setdefault(label, np.zeros(1 << 12, dtype=np.int64))[b] += n
+            bounds = boundary_bins(counts, cfg.split)
+            keep = boundary_filter(bounds)
+            plan = plan_from_boundaries(bounds, cfg.split, pa.concat_tables([keep(t) for t in keyed]), counts)
+            assign = AssignSplitStage(cfg.split, plan)
+            for t in keyed:
+                w.write(assign(t))
+    elif variant == "tokenize":
+        st = TokenizeStage(cfg.tokenize)
+        st.setup()
+        setup_s = time.perf_counter() - t0
+        w = PartWriter(out, schema.SPLIT)
+        for b in batches():
+            w.write(_ensure_split(st(b)))
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    w.close()
+    wall = time.perf_counter() - t0
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"variant": variant, "rows": rows, "wall_s": wall, "setup_s": setup_s, "cpu_s": cpu_s,
+            "foreign_cpu_s": host_busy_s() - busy0 - cpu_s, "peak_rss_mb": cpu.ru_maxrss / 1024,
+            "affinity": sorted(os.sched_getaffinity(0))}
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+
+
+class Monitor(threading.Thread):
+    """Samples this process's RSS and its descendants' (Ray's processes are children of the driver)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.pids: set[int] = set()
+        self._halt = threading.Event()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a window: peaks from zero, CPU seconds of this process and its descendants counted from now."""
+        with self.lock:
+            self.peak = {"driver_rss_mb": 0.0, "workers_rss_sum_mb": 0.0, "worker_rss_max_mb": 0.0,
+                         "ray_procs_rss_sum_mb": 0.0, "workers_max": 0}
+            self.t0, self.busy0 = time.time(), host_busy_s()
+            self.cpu: dict[int, list[float]] = {}  # pid -> [cpu at first sight in the window, latest]
+        self.sample()
+
+    def snapshot(self) -> dict:
+        """Peaks, our CPU seconds in the window (Ray's processes + driver) and everybody else's on this host."""
+        self.sample()
+        with self.lock:
+            ours = sum(last - first for first, last in self.cpu.values())
+            return {**self.peak, "cpu_s": ours, "foreign_cpu_s": host_busy_s() - self.busy0 - ours}
+
+    def _cpu(self, p, t0: float) -> None:
+        c = p.cpu_times()
+        now = c.user + c.system
+        entry = self.cpu.get(p.pid)
+        if entry is None:  # born inside the window: all its CPU counts; else count from now
+            entry = self.cpu[p.pid] = [0.0 if p.create_time() >= t0 else now, now]
+        entry[1] = now
+
+    def sample(self) -> None:
+        ps = self.psutil
+        try:
+            kids = self.me.children(recursive=True)
+        except ps.Error:
+            return
+        workers, others = [], []
+        with self.lock:
+            for p in [self.me, *kids]:
+                try:
+                    self._cpu(p, self.t0)
+                    if p is self.me:
+                        continue
+                    cmd = p.cmdline()
+                    rss = p.memory_info().rss / 2**20
+                except ps.Error:
+                    continue
+                self.pids.add(p.pid)
+                (workers if cmd and cmd[0].startswith("ray::") else others).append(rss)
+        drv = self.me.memory_info().rss / 2**20
+        with self.lock:
+            pk = self.peak
+            pk["driver_rss_mb"] = max(pk["driver_rss_mb"], drv)
+            pk["workers_rss_sum_mb"] = max(pk["workers_rss_sum_mb"], sum(workers))
+            pk["worker_rss_max_mb"] = max(pk["worker_rss_max_mb"], max(workers, default=0.0))
+            pk["ray_procs_rss_sum_mb"] = max(pk["ray_procs_rss_sum_mb"], sum(workers) + sum(others))
+            pk["workers_max"] = max(pk["workers_max"], len(workers))
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+_OP = re.compile(r"^Operator (\d+) (.+?): (\d+) tasks executed, (\d+) blocks produced in ([\d.]+)(ms|s|us)")
+_WALL = re.compile(r"^\* Remote wall time: .*?([\d.]+)(ms|s|us) total")
+_CPU = re.compile(r"^\* Remote cpu time: .*?([\d.]+)(ms|s|us) total")
+_UDF = re.compile(r"^\* UDF time: .*?([\d.]+)(ms|s|us) total")
+_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_stats(text: str) -> list[dict]:
+    """Per operator: name, tasks, blocks, wall (operator), remote wall / cpu / UDF totals, in seconds."""
+    ops: list[dict] = []
+    for line in text.splitlines():
+        line = line.strip()
+        m = _OP.match(line)
+        if m:
+            ops.append({"op": m.group(2), "tasks": int(m.group(3)), "blocks": int(m.group(4)),
+                        "op_wall_s": float(m.group(5)) * _UNIT[m.group(6)]})
+            continue
+        if not ops:
+            continue
+        for key, rx in (("remote_wall_s", _WALL), ("remote_cpu_s", _CPU), ("udf_s", _UDF)):
+            m = rx.match(line)
+            if m and key not in ops[-1]:
+                ops[-1][key] = float(m.group(1)) * _UNIT[m.group(2)]
+    return ops
+
+
+def stats_run(variant: str, cfg, in_cfg, out_dir: Path) -> dict:
+    """The recipe's Dataset rebuilt from the engine functions, materialised so ds.stats() is reachable."""
+    import pyarrow as pa
+
+    from ray_jobs import engine, schema
+    from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
+    from ray_jobs.io.readers import CorpusDatasource, discover
+    from ray_jobs.jobs import pipeline
+    from ray_jobs.split import AssignSplitStage, SplitKeyStage
+    from ray_jobs.stages.clean import CleanStage
+    from ray_jobs.tokenize.stage import TokenizeStage
+
+    bs = cfg.ray.batch_size
+    t0 = time.perf_counter()
+    ds = engine.read_datasource(CorpusDatasource(discover(in_cfg), in_cfg))
+    if variant == "clean":
+        ds, col = engine.apply(ds, CleanStage(cfg.clean), batch_size=bs, actors=cfg.clean.actors,
+                               actor_cpus=cfg.clean.actor_cpus), schema.STATUS
+    elif variant == "dedup":
+        ds = engine.apply(ds, ExactHashStage(cfg.dedup), batch_size=bs)
+        ds, col = engine.map_groups(ds, BUCKET, keep_lowest_id, num_partitions=cfg.dedup.num_buckets), schema.STATUS
+    elif variant.startswith("split"):
+        keyed = engine.apply(ds, SplitKeyStage(cfg.split), batch_size=bs)
+        if cfg.split.stratify_by:
+            keyed = keyed.materialize()
+        plan = pipeline._split_plan(cfg, keyed)
+        ds, col = engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=bs), schema.SPLIT
+    else:
+        ds = engine.apply(ds, TokenizeStage(cfg.tokenize), batch_size=bs, actors=cfg.tokenize.actors,
+                          actor_cpus=cfg.tokenize.actor_cpus)
+        ds, col = engine.map_tables(ds, pipeline._ensure_split, batch_size=bs), schema.SPLIT
+    ds = ds.materialize()
+    t_mat = time.perf_counter() - t0
+    text = ds.stats()
+    t1 = time.perf_counter()
+    engine.write_partitioned(ds, out_dir, col)
+    t_write = time.perf_counter() - t1
+    sdir = OUT / "stats"
+    sdir.mkdir(parents=True, exist_ok=True)
+    (sdir / f"{variant}.txt").write_text(text)
+    del pa
+    return {"materialize_s": t_mat, "write_s": t_write, "ops": parse_stats(text),
+            "blocks": ds.num_blocks(), "stats_file": str((sdir / f"{variant}.txt").relative_to(REPO))}
+
+
+def ray_main(variants: list[str], overrides: list[str], with_stats: bool) -> dict:
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    cfg_over, bench = split_overrides(overrides)
+    import ray
+    import ray.data
+
+    from ray_jobs import engine
+    from ray_jobs.io import readers
+    from ray_jobs.jobs import pipeline
+    from ray_jobs.rundir import RunDir
+
+    if "bytes_per_task_mb" in bench:
+        readers.BYTES_PER_TASK = int(float(bench["bytes_per_task_mb"]) * 2**20)  # read on the driver at plan time
+    mon = Monitor()
+    mon.start()
+    in_cfg = input_config()
+    base_cfg = variant_config("clean", cfg_over)
+    res: dict = {"overrides": overrides, "stages": {}}
+    t0 = time.perf_counter()
+    with engine.ray_session(base_cfg.ray):
+        if "preserve_order" in bench:
+            ray.data.DataContext.get_current().execution_options.preserve_order = bench["preserve_order"] == "true"
+        ray.data.range(64, override_num_blocks=2).map_batches(lambda b: b).materialize()  # workers import Ray Data
+        res["startup_s"] = time.perf_counter() - t0
+        res["ray_cpus"] = ray.cluster_resources().get("CPU")
+        for v in variants:
+            cfg = variant_config(v, cfg_over)
+            run_root = OUT / "ray_runs" / v
+            shutil.rmtree(run_root, ignore_errors=True)
+            run = RunDir(run_root)
+            run.root.mkdir(parents=True)
+            mon.reset()
+            t = time.perf_counter()
+            pipeline.STAGE_FUNCS[stage_name(v)](cfg, run, in_cfg, True)
+            wall = time.perf_counter() - t
+            st = {"wall_s": wall, **mon.snapshot()}
+            if with_stats:
+                mon.reset()
+                t = time.perf_counter()
+                st["stats_run"] = stats_run(v, cfg, in_cfg, OUT / "ray_runs" / f"{v}-stats" / stage_name(v))
+                st["stats_run"]["wall_s"] = time.perf_counter() - t
+                st["stats_run"].update(mon.snapshot())
+            res["stages"][v] = st
+            print(f"  ray {v}: {wall:.1f} s", file=sys.stderr, flush=True)
+        mon.sample()
+    res["session_s"] = time.perf_counter() - t0
+    res["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    time.sleep(0.5)
+    mon.stop()
+    res["ray_pids"] = sorted(mon.pids)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ orchestration
+
+
+def _child(args: list[str], pin: bool, timeout: float) -> dict:
+    """Run this script in a child (optionally pinned to core 0, one thread); its last stdout line is JSON."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    if pin:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", RAYON_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise SystemExit(f"child {args} ran past {timeout} s; killed")
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args} failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def kill_leftovers(pids: list[int]) -> list[int]:
+    """Ray processes this benchmark started that outlived their driver: killed by pid."""
+    import psutil
+
+    killed = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if any(s in " ".join(p.cmdline()) for s in ("ray", "raylet", "gcs_server")):
+                p.kill()
+                killed.append(pid)
+        except psutil.Error:
+            pass
+    return killed
+
+
+def fmt(x: float, nd: int = 0) -> str:
+    return f"{x:,.{nd}f}"
+
+
+def table_rows(plain: dict, ray_res: dict, info: dict) -> list[dict]:
+    rows = []
+    mb = info["text_bytes"] / 1e6
+    n = info["docs"]
+    for v, r in ray_res["stages"].items():
+        p = plain.get(v)
+        ray_pc = n / r["wall_s"] / CORES
+        row = {"stage": v, "ray_s": r["wall_s"], "ray_docs_pc": ray_pc, "ray_mb_pc": mb / r["wall_s"] / CORES,
+               "ray_driver_mb": r["driver_rss_mb"], "ray_workers_mb": r["workers_rss_sum_mb"],
+               "ray_worker_max_mb": r["worker_rss_max_mb"], "ray_workers_n": r["workers_max"],
+               "ray_cpu_s": r["cpu_s"], "ray_foreign_s": r["foreign_cpu_s"],
+               "ray_stats_s": r.get("stats_run", {}).get("wall_s")}
+        if p:
+            row.update(plain_s=p["wall_s"], plain_docs=n / p["wall_s"], plain_mb=mb / p["wall_s"],
+                       plain_rss_mb=p["peak_rss_mb"], ratio=ray_pc / (n / p["wall_s"]),
+                       plain_cpu_s=p["cpu_s"], plain_foreign_s=p["foreign_cpu_s"],
+                       cpu_ratio=p["cpu_s"] / r["cpu_s"])
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| stage | plain s | plain docs/s (1 core) | plain MB/s | Ray s | Ray docs/s/core | Ray MB/s/core | "
+           "ratio | plain peak RSS MB | Ray driver peak RSS MB | Ray workers peak RSS MB (sum / max one, n) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        has = "plain_s" in r
+        out.append(
+            f"| {r['stage']} | {fmt(r['plain_s'], 1) if has else '-'} | {fmt(r['plain_docs']) if has else '-'} | "
+            f"{fmt(r['plain_mb'], 2) if has else '-'} | {fmt(r['ray_s'], 1)} | {fmt(r['ray_docs_pc'])} | "
+            f"{fmt(r['ray_mb_pc'], 2)} | {fmt(r['ratio'], 2) if has else '-'} | "
+            f"{fmt(r['plain_rss_mb']) if has else '-'} | {fmt(r['ray_driver_mb'])} | "
+            f"{fmt(r['ray_workers_mb'])} / {fmt(r['ray_worker_max_mb'])}, {r['ray_workers_n']} |")
+    return "\n".join(out)
+
+
+def cpu_markdown(rows: list[dict]) -> str:
+    out = ["| stage | plain CPU s (wall s) | Ray CPU s, all processes (wall s) | Ray cores busy (of 2) | "
+           "CPU efficiency plain/Ray | other users' CPU s during plain / Ray | Ray 2nd run wall s (stats run) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        has = "plain_s" in r
+        plain_cpu = f"{r['plain_cpu_s']:.1f} ({r['plain_s']:.1f})" if has else "-"
+        eff = f"{r['cpu_ratio']:.2f}" if has else "-"
+        pf = f"{r['plain_foreign_s']:.1f}" if has else "-"
+        second = f"{r['ray_stats_s']:.1f}" if r.get("ray_stats_s") else "-"
+        out.append(f"| {r['stage']} | {plain_cpu} | {r['ray_cpu_s']:.1f} ({r['ray_s']:.1f}) | "
+                   f"{r['ray_cpu_s'] / r['ray_s']:.2f} | {eff} | {pf} / {r['ray_foreign_s']:.1f} | {second} |")
+    return "\n".join(out)
+
+
+def stats_markdown(ray_res: dict) -> str:
+    out = ["| stage | operator | tasks | blocks | op wall s | remote wall s (sum) | remote CPU s (sum) | UDF s (sum) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for v, r in ray_res["stages"].items():
+        s = r.get("stats_run")
+        if not s:
+            continue
+        for op in s["ops"]:
+            out.append(f"| {v} | {op['op']} | {op['tasks']} | {op['blocks']} | {op['op_wall_s']:.2f} | "
+                       f"{op.get('remote_wall_s', float('nan')):.2f} | {op.get('remote_cpu_s', float('nan')):.2f} | "
+                       f"{op.get('udf_s', float('nan')):.2f} |")
+        out.append(f"| {v} | *materialize / write (driver wall)* | | {s['blocks']} | {s['materialize_s']:.2f} / "
+                   f"{s['write_s']:.2f} | | | |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=60.0, help="MB of text in the corpus (default 60)")
+    ap.add_argument("--files", type=int, default=8, help="Parquet files in the corpus (default 8)")
+    ap.add_argument("--stages", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                    help="config override for the Ray runs (and the plain loop's batch size); bench.* keys too")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain loop (reuse none; ratio column empty)")
+    ap.add_argument("--no-stats", action="store_true", help="skip the ds.stats() runs")
+    ap.add_argument("--sweep", action="store_true", help="re-run the stages below target with the SWEEP settings")
+    ap.add_argument("--json", default=str(OUT / "stage_bench.json"), help="where to write all figures")
+    ap.add_argument("--_plain", help=argparse.SUPPRESS)
+    ap.add_argument("--_ray", help=argparse.SUPPRESS)
+    ap.add_argument("--_stats", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args._plain:
+        print(json.dumps(plain_main(args._plain, args.overrides)))
+        return
+    if args._ray:
+        print(json.dumps(ray_main(args._ray.split(","), args.overrides, args._stats)))
+        return
+
+    variants = [v for v in args.stages.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown stage(s) {bad}; choose from {', '.join(VARIANTS)}")
+    t_all = time.perf_counter()
+    print(f"corpus: building/reusing {args.mb} MB in {args.files} files ...", file=sys.stderr, flush=True)
+    build_corpus(args.mb, args.files)
+    info = corpus_info()
+    print(f"corpus: {info['docs']:,} docs, {info['text_bytes'] / 1e6:.1f} MB text, labels {info['labels']}",
+          file=sys.stderr, flush=True)
+    sets = [f"--set={s}" for s in args.overrides]
+    plain: dict = {}
+    if not args.no_plain:
+        for v in variants:
+            plain[v] = _child(["--_plain", v, *sets], pin=True, timeout=600)
+            print(f"  plain {v}: {plain[v]['wall_s']:.1f} s, rss {plain[v]['peak_rss_mb']:.0f} MB",
+                  file=sys.stderr, flush=True)
+    ray_res = _child(["--_ray", ",".join(variants), *sets, *([] if args.no_stats else ["--_stats"])], pin=False,
+                     timeout=1200)
+    killed = kill_leftovers(ray_res["ray_pids"])
+    rows = table_rows(plain, ray_res, info)
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "corpus": info,
+              "overrides": args.overrides, "plain": plain, "ray": ray_res, "rows": rows, "leftovers_killed": killed}
+
+    sweep_rows: dict[str, list[dict]] = {}
+    if args.sweep:
+        below = [r["stage"] for r in rows if r.get("ratio", 0) < TARGET]
+        for name, sset in SWEEP.items():
+            if not below:
+                break
+            r = _child(["--_ray", ",".join(below), *[f"--set={s}" for s in args.overrides + sset]], pin=False,
+                       timeout=900)
+            kill_leftovers(r["ray_pids"])
+            sweep_rows[name] = table_rows(plain, r, info)
+            print(f"  sweep {name}: " + ", ".join(f"{x['stage']} {x.get('ratio', 0):.2f}" for x in sweep_rows[name]),
+                  file=sys.stderr, flush=True)
+        result["sweep"] = {k: {"settings": SWEEP[k], "rows": v} for k, v in sweep_rows.items()}
+
+    result["total_s"] = time.perf_counter() - t_all
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nCorpus: {info['docs']:,} docs, {info['text_bytes'] / 1e6:.1f} MB of text in {info['files']} Parquet "
+          f"files; Ray start-up {ray_res['startup_s']:.1f} s (excluded); settings: "
+          f"{' '.join(BASE_SET + args.overrides)}\n")
+    print(markdown(rows))
+    print("\nCPU accounting (CPU seconds from /proc; 'other users' = host busy time minus ours):\n")
+    print(cpu_markdown(rows))
+    if not args.no_stats:
+        print("\nWhere Ray's time goes (ds.stats() of the same Dataset built from the engine functions):\n")
+        print(stats_markdown(ray_res))
+    if sweep_rows:
+        print("\nSweep (Ray only; ratio against the plain loop above):\n")
+        stages = sorted({x["stage"] for v in sweep_rows.values() for x in v}, key=VARIANTS.index)
+        print("| settings | " + " | ".join(stages) + " |")
+        print("|---|" + "---:|" * len(stages))
+        for name, rs in sweep_rows.items():
+            by = {x["stage"]: x for x in rs}
+            print(f"| {name} (`{' '.join(SWEEP[name])}`) | " + " | ".join(
+                f"{by[s]['ratio']:.2f} ({by[s]['ray_s']:.1f} s)" if s in by and "ratio" in by[s] else "-"
+                for s in stages) + " |")
+    print(f"\nTotal benchmark time {result['total_s']:.0f} s; figures in {args.json}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

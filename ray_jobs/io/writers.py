@@ -1,0 +1,75 @@
+"""Export writers: the final rows of a run as Parquet, JSONL, WebDataset tar shards or an HF `save_to_disk` folder.
+
+Stage folders are always Parquet (the run-directory contract); these writers produce copies for other tools.
+Each split goes to `RUN/export/<format>/<split>/`, written to a temporary folder and renamed when complete.
+Everything written here reads back through `ray_jobs.io` with the same ids and texts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import xxhash
+
+from ray_jobs import engine, schema
+
+BOOKKEEPING = {schema.OFFSET, schema.ERROR, schema.STATUS}
+
+
+def webdataset_rows(table: pa.Table) -> pa.Table:
+    """Rows -> WebDataset samples: `<key>.txt` (the text) and `<key>.json` (id, source and every other column).
+
+    Keys must not contain dots (WebDataset splits member names at the first dot), so the key is the xxh3 hex
+    of the id; the real id travels in the JSON.
+    """
+    meta_cols = [c for c in table.column_names if c not in BOOKKEEPING and c != schema.TEXT]
+    metas = table.select(meta_cols).to_pylist()
+    keys = [xxhash.xxh3_64_hexdigest(m[schema.ID].encode()) for m in metas]
+    texts = [(t or "").encode("utf-8") for t in table[schema.TEXT].to_pylist()]
+    blobs = [json.dumps(m, ensure_ascii=False, default=str).encode("utf-8") for m in metas]
+    return pa.table({"__key__": keys, "txt": pa.array(texts, pa.binary()), "json": pa.array(blobs, pa.binary())})
+
+
+def _drop_bookkeeping(table: pa.Table) -> pa.Table:
+    return table.drop_columns([c for c in table.column_names if c in BOOKKEEPING])
+
+
+def export(src_dir: Path, out_dir: Path, fmt: str, batch_size: int) -> None:
+    """Write every `split=<s>` partition of `src_dir` to `out_dir/<s>/` in `fmt`."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    parts = sorted(p for p in src_dir.iterdir() if p.is_dir() and "=" in p.name)
+    for part in parts:
+        split = part.name.split("=", 1)[1]
+        target = tmp / split
+        if fmt == "hf":
+            _save_hf(part, target)
+            continue
+        ds = engine.map_tables(engine.read_parquet(part), _drop_bookkeeping, batch_size=batch_size)
+        if fmt == "parquet":
+            ds.write_parquet(str(target), compression="zstd")
+        elif fmt == "jsonl":
+            ds.write_json(str(target), force_ascii=False)
+        elif fmt == "webdataset":
+            engine.map_tables(ds, webdataset_rows, batch_size=batch_size).write_webdataset(str(target), encoder=None)  # values are bytes already
+        else:
+            raise ValueError(f"export format must be parquet, jsonl, webdataset or hf; got {fmt!r}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def _save_hf(part: Path, target: Path) -> None:
+    """HF `save_to_disk`: Arrow files memory-mapped by `datasets`; built from the Parquet files, not in RAM."""
+    import datasets
+
+    files = sorted(str(f) for f in part.rglob("*.parquet"))
+    ds = datasets.Dataset.from_parquet(files, cache_dir=str(target.parent / ".hf_cache"))
+    ds = ds.remove_columns([c for c in ds.column_names if c in BOOKKEEPING])
+    ds.save_to_disk(str(target))
+    shutil.rmtree(target.parent / ".hf_cache", ignore_errors=True)

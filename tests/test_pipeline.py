@@ -1,0 +1,152 @@
+"""The whole text pipeline on the committed sample shards, on a real 2-CPU local Ray.
+
+Checks the run-directory contract from the files alone: the stats invariant, drop reasons, exact dedup,
+exact stratified proportions, re-run skipping, --force, and independence from block layout and worker count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SAMPLE
+from ray_jobs.cli import main as cli_main
+from ray_jobs.config import load_config
+from ray_jobs.io.formats import FileUnit, parse_file
+from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.rundir import RunDir, run_stats
+from ray_jobs.split import target_counts
+from ray_jobs.stages.quality import REASONS
+
+pytestmark = pytest.mark.slow
+
+PARQUET = SAMPLE / "parquet"
+BASE = ["ray.progress_bars=false", "split.stratify_by=label"]
+
+
+def _cfg(out: Path, *extra: str):
+    return load_config(None, [f"input.paths=[\"{PARQUET}\"]", f"output.dir={out}", *BASE, *extra])
+
+
+def _read(path: Path, columns=None):
+    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table(columns=columns)
+
+
+def _ids(path: Path) -> list[str]:
+    return sorted(_read(path, ["id"])["id"].to_pylist())
+
+
+@pytest.fixture(scope="module")
+def run_dir(ray_local, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample_run")
+    run_pipeline(_cfg(out, "output.export=webdataset"))
+    return out
+
+
+def test_stats_invariant_holds_from_the_files(run_dir):
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats == run_stats(RunDir(run_dir)), "stats.json must be recomputable from the files"
+    input_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in PARQUET.glob("*.parquet"))
+    prev_out = input_rows
+    for name in ("clean", "dedup", "split", "tokenize"):
+        s = stats["stages"][name]
+        assert s["rows_in"] == prev_out, name
+        assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values()) + s["quarantined"], name
+        prev_out = s["rows_out"]
+    assert stats["stages"]["tokenize"]["tokens"] == pc.sum(_read(run_dir / "tokenize", ["num_tokens"])["num_tokens"]).as_py()
+
+
+def test_every_row_has_a_language_and_every_drop_a_known_reason(run_dir):
+    t = _read(run_dir / "clean", ["id", "lang", "lang_score", "status"])
+    assert t["lang"].null_count == 0 and t["lang_score"].null_count == 0
+    reasons = Counter(t["status"].to_pylist())
+    assert set(reasons) <= {"kept", "quarantined", "lang_not_allowed", *REASONS}
+    # the sample is built to exercise every rule
+    missing = [r for r in (*REASONS, "lang_not_allowed") if reasons[r] == 0]
+    assert not missing, f"sample shards trigger no row for {missing}"
+    kept = _read(run_dir / "clean" / "status=kept", ["lang"])
+    assert set(kept["lang"].to_pylist()) == {"en"}
+
+
+def test_exact_duplicates_keep_the_lowest_id(run_dir):
+    clean_kept = _read(run_dir / "clean" / "status=kept", ["id", "text"])
+    by_text: dict[str, list[str]] = {}
+    for i, t in zip(clean_kept["id"].to_pylist(), clean_kept["text"].to_pylist()):
+        by_text.setdefault(t.lower(), []).append(i)
+    expected = sorted(min(v) for v in by_text.values())
+    assert _ids(run_dir / "dedup" / "status=kept") == expected
+    dups = _read(run_dir / "dedup" / "status=exact_duplicate", ["id", "duplicate_of"])
+    assert len(dups) == len(clean_kept) - len(expected) > 0
+    assert all(d > k for d, k in zip(dups["id"].to_pylist(), dups["duplicate_of"].to_pylist()))
+
+
+def test_stratified_split_is_exact_per_label(run_dir):
+    t = _read(run_dir / "split", ["label", "split"])
+    per = Counter(zip(t["label"].to_pylist(), t["split"].to_pylist()))
+    cfg = _cfg(run_dir).split
+    for label, n in Counter(t["label"].to_pylist()).items():
+        k_train, k_val = target_counts(n, cfg)
+        assert (per[(label, "train")], per[(label, "val")], per[(label, "test")]) == (k_train, k_val, n - k_train - k_val)
+    tok = _read(run_dir / "tokenize", ["id", "split"])
+    assert sorted(zip(tok["id"].to_pylist(), tok["split"].to_pylist())) == \
+        sorted(zip(_read(run_dir / "split", ["id"])["id"].to_pylist(), t["split"].to_pylist()))
+
+
+def test_webdataset_export_reads_back_identically(run_dir):
+    exported = sorted((run_dir / "export" / "webdataset" / "train").glob("*.tar"))
+    assert exported
+    rows = {}
+    for f in exported:
+        for table in parse_file(FileUnit(str(f), f.name, "webdataset"), _cfg(run_dir).input):
+            assert table["_error"].null_count == len(table)
+            rows.update(zip(table["id"].to_pylist(), table["text"].to_pylist()))
+    train = _read(run_dir / "split" / "split=train", ["id", "text"])
+    assert rows == dict(zip(train["id"].to_pylist(), train["text"].to_pylist()))
+
+
+def test_cli_stats_and_inspect(run_dir, capsys):
+    assert cli_main(["stats", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "rows_in == rows_out + dropped + quarantined holds" in out and "tokenize" in out
+    assert cli_main(["inspect", str(run_dir / "clean"), "--reason", "too_short", "-n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("status=too_short") == 2
+    assert cli_main(["inspect", str(run_dir / "nope")]) == 2
+
+
+def test_rerun_skips_and_force_redoes_with_identical_ids(run_dir):
+    markers = {p.name: p.read_text() for p in run_dir.glob("_SUCCESS.*")}
+    files = sorted(str(p) for p in run_dir.rglob("*.parquet"))
+    run_pipeline(_cfg(run_dir, "output.export=webdataset"))
+    assert {p.name: p.read_text() for p in run_dir.glob("_SUCCESS.*")} == markers
+    assert sorted(str(p) for p in run_dir.rglob("*.parquet")) == files
+    before = {s: _ids(run_dir / s / "status=kept") for s in ("clean", "dedup")}
+    run_pipeline(_cfg(run_dir, "output.export=webdataset"), stages=("clean", "dedup"), force=True)
+    assert {s: _ids(run_dir / s / "status=kept") for s in ("clean", "dedup")} == before
+    assert json.loads((run_dir / "_SUCCESS.clean").read_text()) != json.loads(markers["_SUCCESS.clean"])
+
+
+def test_output_does_not_depend_on_blocks_batches_or_workers(run_dir, tmp_path):
+    other = tmp_path / "other_layout"
+    run_pipeline(_cfg(other, "clean.actors=1", "tokenize.actors=1", "ray.batch_size=64",
+                      "ray.target_max_block_size_mb=1", "dedup.num_buckets=7"))
+    for stage in ("clean", "dedup"):
+        for status in ("kept", "exact_duplicate", "too_short"):
+            a, b = run_dir / stage / f"status={status}", other / stage / f"status={status}"
+            assert (a.exists() and _ids(a)) == (b.exists() and _ids(b)), (stage, status)
+    split_a = _read(run_dir / "split", ["id", "split"]).sort_by("id")
+    split_b = _read(other / "split", ["id", "split"]).sort_by("id")
+    assert split_a.equals(split_b)
+
+
+def test_webdataset_form_of_the_sample_gives_the_same_rows(run_dir, tmp_path):
+    out = tmp_path / "wds"
+    cfg = load_config(None, [f"input.paths=[\"{SAMPLE / 'webdataset'}\"]", f"output.dir={out}", *BASE])
+    run_pipeline(cfg, stages=("clean",))
+    assert _ids(out / "clean" / "status=kept") == _ids(run_dir / "clean" / "status=kept")
