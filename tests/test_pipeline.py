@@ -67,8 +67,11 @@ def test_every_row_has_a_language_and_every_drop_a_known_reason(run_dir):
     assert t["lang"].null_count == 0 and t["lang_score"].null_count == 0
     reasons = Counter(t["status"].to_pylist())
     assert set(reasons) <= {"kept", "quarantined", "lang_not_allowed", *REASONS}
-    # the sample is built to exercise every rule
-    missing = [r for r in (*REASONS, "lang_not_allowed") if reasons[r] == 0]
+    # The sample is built to exercise every rule on real text. Two rules cannot fire on it after real language
+    # ID: no real English document in ../shared/data is > 90 % bullet lines, and mostly-non-ASCII text is never
+    # identified as English (shards/sample/SOURCE.md); test_quality.py covers both on fixtures.
+    unreachable = {"non_ascii_ratio", "bullet_lines"}
+    missing = [r for r in (*REASONS, "lang_not_allowed") if reasons[r] == 0 and r not in unreachable]
     assert not missing, f"sample shards trigger no row for {missing}"
     kept = _read(run_dir / "clean" / "status=kept", ["lang"])
     assert set(kept["lang"].to_pylist()) == {"en"}

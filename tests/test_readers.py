@@ -401,7 +401,7 @@ def test_tar_sample_with_invalid_json(tmp_path):
     assert [(r["_offset"], r["text"], r["lang"]) for r in good(rows)] == [
         (0, "text of a", "en"), (2, "text of c", "fr")]
     (q,) = bad(rows)
-    assert (q["id"], q["_offset"], q["text"]) == ("w/shard.tar:1", 1, "text of b")
+    assert (q["id"], q["_offset"], q["text"]) == ("w/shard.tar:b", 1, "text of b")  # keyed like a good sample
     assert q["_error"] == (f"{f} @ 1: sample 'b': b.json is not valid JSON (Expecting value at line 1 column 10); "
                            f"expected a JSON object")
 

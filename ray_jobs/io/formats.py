@@ -86,10 +86,11 @@ class _TableBuilder:
         row[schema.ERROR] = None
         self.rows.append(row)
 
-    def bad(self, offset: int, error: str, raw: bytes | str | None = None) -> None:
+    def bad(self, offset: int, error: str, raw: bytes | str | None = None, locator: str | None = None) -> None:
+        """A quarantine row; its id is `<relpath>:<locator>` (default: the offset), like a good row's would be."""
         snippet = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         self.rows.append({
-            schema.ID: f"{self.unit.relpath}:{offset}",
+            schema.ID: f"{self.unit.relpath}:{offset if locator is None else locator}",
             schema.TEXT: snippet[:SNIPPET_CHARS] if snippet else None,
             schema.SOURCE: self.unit.relpath,
             schema.OFFSET: offset,
@@ -258,7 +259,7 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
                 raise ValueError(f"sample {key!r} has no .txt member and no {cfg.text_column!r} in its .json "
                                  f"(members: {sorted(parts)})")
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-            out.bad(index, f"sample {key!r}: {e}", parts.get("txt") or parts.get("json"))
+            out.bad(index, f"sample {key!r}: {e}", parts.get("txt") or parts.get("json"), locator=key)
         else:
             meta.setdefault(cfg.id_column, f"{unit.relpath}:{key}")
             out.good(index, meta, cfg)
@@ -284,7 +285,7 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
         emit()
     except (tarfile.TarError, EOFError, OSError) as e:
         out.bad(index, f"tar shard unreadable from sample {key!r} on ({e}); the rest of this shard is lost: "
-                       f"re-create it (e.g. re-download or re-pack)")
+                       f"re-create it (e.g. re-download or re-pack)", locator=key)
     yield from out.flush(final=True)
 
 

@@ -18,7 +18,7 @@ from ray_jobs.io.formats import (
     ROWS_PER_TABLE, SUFFIX_FORMATS, FileUnit, canonical_table, detect_format, parse_file,
 )
 
-BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks
+BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks...
 # Our format name -> the `datasets` packaged builder that reads a single local file of it.
 HF_BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet", "text": "text", "webdataset": "webdataset"}
 
@@ -81,9 +81,12 @@ class CorpusDatasource(Datasource):
                        data_context: Any = None) -> list[ReadTask]:
         groups: list[list[FileUnit]] = []
         size = 0
+        # ...but never fewer tasks than Ray asks for when there are enough files: 8 files of 8 MB in one task
+        # would leave every core but one idle while reading.
+        budget = min(BYTES_PER_TASK, max(1, sum(_size(u) for u in self._units) // max(1, parallelism)))
         for u in self._units:
             s = _size(u)
-            if not groups or size + s > BYTES_PER_TASK:
+            if not groups or size + s > budget:
                 groups.append([])
                 size = 0
             groups[-1].append(u)

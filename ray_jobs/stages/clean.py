@@ -56,5 +56,7 @@ class CleanStage(Stage):
             not_empty = pc.fill_null(pc.not_equal(reason, "empty"), True)
             reason = pc.if_else(pc.and_(pc.invert(allowed), not_empty), LANG_NOT_ALLOWED, reason)
         status = pc.if_else(quarantined, schema.QUARANTINED, pc.fill_null(reason, schema.KEPT))
+        # a re-clean (or an input with its own language columns) gets fresh ones, never two columns of one name
+        table = table.drop_columns([c for c in ("lang", "lang_score") if c in table.column_names])
         table = table.append_column("lang", lang_arr).append_column("lang_score", pa.array(scores, pa.float32()))
         return schema.set_status(table, status)
