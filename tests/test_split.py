@@ -9,7 +9,7 @@ import pytest
 from ray_jobs.config import SplitConfig
 from ray_jobs.split import (
     AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter, plan_from_boundaries,
-    target_counts, BIN, LABEL,
+    target_counts,
 )
 
 

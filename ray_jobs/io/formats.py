@@ -76,15 +76,7 @@ class _TableBuilder:
         self.rows: list[dict[str, Any]] = []
 
     def good(self, offset: int, record: dict[str, Any], cfg: InputConfig) -> None:
-        text = record.pop(cfg.text_column, None)
-        rid = record.pop(cfg.id_column, None)
-        row = {k: v for k, v in record.items() if k not in schema.RESERVED}
-        row[schema.ID] = str(rid) if rid is not None else f"{self.unit.relpath}:{offset}"
-        row[schema.TEXT] = text if text is None or isinstance(text, str) else str(text)
-        row[schema.SOURCE] = str(record.get(schema.SOURCE) or self.unit.relpath)
-        row[schema.OFFSET] = offset
-        row[schema.ERROR] = None
-        self.rows.append(row)
+        self.rows.append(canonical_row(record, cfg, self.unit.relpath, offset))
 
     def bad(self, offset: int, error: str, raw: bytes | str | None = None, locator: str | None = None) -> None:
         """A quarantine row; its id is `<relpath>:<locator>` (default: the offset), like a good row's would be."""
@@ -101,6 +93,20 @@ class _TableBuilder:
         if self.rows and (final or len(self.rows) >= ROWS_PER_TABLE):
             yield canonical_table(self.rows)
             self.rows = []
+
+
+def canonical_row(record: dict[str, Any], cfg: InputConfig, origin: str, offset: int) -> dict[str, Any]:
+    """One input record -> a canonical row; the id defaults to `<origin>:<offset>`, the source to `origin`."""
+    record = dict(record)
+    text = record.pop(cfg.text_column, None)
+    rid = record.pop(cfg.id_column, None)
+    row = {k: v for k, v in record.items() if k not in schema.RESERVED}
+    row[schema.ID] = str(rid) if rid is not None else f"{origin}:{offset}"
+    row[schema.TEXT] = text if text is None or isinstance(text, str) else str(text)
+    row[schema.SOURCE] = str(record.get(schema.SOURCE) or origin)
+    row[schema.OFFSET] = offset
+    row[schema.ERROR] = None
+    return row
 
 
 def canonical_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -12,10 +12,9 @@ import pyarrow as pa
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from ray_jobs import schema
 from ray_jobs.config import InputConfig
 from ray_jobs.io.formats import (
-    ROWS_PER_TABLE, SUFFIX_FORMATS, FileUnit, canonical_table, detect_format, parse_file,
+    ROWS_PER_TABLE, SUFFIX_FORMATS, FileUnit, canonical_row, canonical_table, detect_format, parse_file,
 )
 
 BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks...
@@ -147,17 +146,5 @@ def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", 
             rec = {cfg.text_column: rec}
         elif not isinstance(rec, dict):
             raise TypeError(f"record {i}: expected a str or a dict with {cfg.text_column!r}, found {type(rec).__name__}")
-        else:
-            rec = dict(rec)
-        text = rec.pop(cfg.text_column, None)
-        rid = rec.pop(cfg.id_column, None)
-        row = {k: v for k, v in rec.items() if k not in schema.RESERVED}
-        row.update({
-            schema.ID: str(rid) if rid is not None else f"{prefix}:{i}",
-            schema.TEXT: text,
-            schema.SOURCE: str(rec.get(schema.SOURCE) or prefix),
-            schema.OFFSET: i,
-            schema.ERROR: None,
-        })
-        rows.append(row)
+        rows.append(canonical_row(rec, cfg, prefix, i))
     return canonical_table(rows)
