@@ -19,6 +19,8 @@ from conftest import SAMPLE
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
 from ray_jobs.io.formats import FileUnit, parse_file
+from ray_jobs.io.readers import discover, hf_tables
+from ray_jobs.io.writers import export
 from ray_jobs.jobs.pipeline import run_pipeline
 from ray_jobs.rundir import RunDir, run_stats
 from ray_jobs.split import target_counts
@@ -121,6 +123,22 @@ def test_cli_stats_and_inspect(run_dir, capsys):
     shown = capsys.readouterr().out
     assert shown.count("status=too_short") == 2
     assert cli_main(["inspect", str(run_dir / "nope")]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_other_exports_read_back_identically(run_dir, tmp_path, fmt):
+    out = tmp_path / fmt
+    export(run_dir / "split", out, fmt, batch_size=256)
+    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "val"]
+    input_cfg = load_config(None, [f"input.paths=[\"{out / 'val'}\"]"]).input
+    rows = {}
+    for unit in discover(input_cfg):
+        tables = hf_tables(unit.path, input_cfg) if unit.fmt == "hf" else parse_file(unit, input_cfg)
+        for table in tables:
+            assert table["_error"].null_count == len(table)
+            rows.update(zip(table["id"].to_pylist(), table["text"].to_pylist()))
+    val = _read(run_dir / "split" / "split=val", ["id", "text"])
+    assert rows == dict(zip(val["id"].to_pylist(), val["text"].to_pylist()))
 
 
 def test_rerun_skips_and_force_redoes_with_identical_ids(run_dir):
