@@ -49,7 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "out"
-CORPUS = OUT / "corpus"
+CORPUS_ROOT = OUT / "corpus"
+CORPUS = CORPUS_ROOT / "60mb-8files"  # set by main() from --mb / --files (children get the same flags)
 GUTENBERG = DATA / "gutenberg_subset_rcdm_uga" / "gutenberg_dickens_twain_shakespeare.tar.gz"
 IMDB = DATA / "imdb_aclimdb" / "aclImdb_train.tar.gz"
 SPAM = DATA / "spamassassin_stdlib" / "spam_assassin_txt.tar.gz"
@@ -59,14 +60,17 @@ VARIANTS = ("clean", "dedup", "split", "split_strat", "tokenize")
 BASE_SET = ["ray.num_cpus=2", "ray.progress_bars=false"]
 TARGET = 0.85
 CORES = 2
-# Ray-only settings tried by --sweep on every stage below target (each one a fresh Ray, all stages in it).
-SWEEP = {
-    "batch 4096": ["ray.batch_size=4096"],
-    "block 32 MB": ["ray.target_max_block_size_mb=32"],
-    "1 read task/file": ["bench.bytes_per_task_mb=4"],
-    "1 task/file + batch 4096": ["bench.bytes_per_task_mb=4", "ray.batch_size=4096"],
-    "1 task/file + no preserve_order": ["bench.bytes_per_task_mb=4", "bench.preserve_order=false"],
-    "1 task/file + 3 actors x 0.5": ["bench.bytes_per_task_mb=4", "clean.actors=3", "tokenize.actors=3"],
+# Ray-only settings tried by --sweep, each in a fresh Ray, on the stages (None = all) that are below target.
+SWEEP: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
+    "batch 4096": (["ray.batch_size=4096"], None),
+    "batch 256": (["ray.batch_size=256"], ("clean", "tokenize")),
+    "block 32 MB": (["ray.target_max_block_size_mb=32"], None),
+    "1 read task per file": (["bench.bytes_per_task_mb=4"], None),
+    "preserve_order off": (["bench.preserve_order=false"], None),
+    "3 actors x 0.5 CPU": (["clean.actors=3", "tokenize.actors=3"], ("clean", "tokenize")),
+    "tokenizers parallelism off": (["bench.tokenizers_parallelism=false"], ("tokenize",)),
+    "dedup 8 buckets": (["dedup.num_buckets=8"], ("dedup",)),
+    "dedup 2 buckets": (["dedup.num_buckets=2"], ("dedup",)),
 }
 
 
@@ -138,6 +142,7 @@ def build_corpus(mb: float, n_files: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    set_corpus(mb, n_files)
     want = {"version": CORPUS_VERSION, "mb": mb, "files": n_files}
     manifest = CORPUS / "_manifest.json"  # "_": discover() skips it
     if manifest.is_file() and {k: v for k, v in json.loads(manifest.read_text()).items() if k in want} == want:
@@ -185,6 +190,11 @@ def build_corpus(mb: float, n_files: int) -> Path:
     manifest.write_text(json.dumps({**want, "docs": len(chosen), "text_bytes": total, "labels": counts,
                                     "build_s": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
     return CORPUS
+
+
+def set_corpus(mb: float, n_files: int) -> None:
+    global CORPUS
+    CORPUS = CORPUS_ROOT / f"{mb:g}mb-{n_files}files"
 
 
 def corpus_info() -> dict:
@@ -371,6 +381,7 @@ class Monitor(threading.Thread):
                          "ray_procs_rss_sum_mb": 0.0, "workers_max": 0}
             self.t0, self.busy0 = time.time(), host_busy_s()
             self.cpu: dict[int, list[float]] = {}  # pid -> [cpu at first sight in the window, latest]
+            self.kind: dict[int, str] = {}  # pid -> what it is (see _kind)
         self.sample()
 
     def snapshot(self) -> dict:
@@ -378,7 +389,26 @@ class Monitor(threading.Thread):
         self.sample()
         with self.lock:
             ours = sum(last - first for first, last in self.cpu.values())
-            return {**self.peak, "cpu_s": ours, "foreign_cpu_s": host_busy_s() - self.busy0 - ours}
+            by_kind: dict[str, float] = {}
+            for pid, (first, last) in self.cpu.items():
+                k = self.kind.get(pid, "other")
+                by_kind[k] = by_kind.get(k, 0.0) + last - first
+            return {**self.peak, "cpu_s": ours, "foreign_cpu_s": host_busy_s() - self.busy0 - ours,
+                    "cpu_by_kind_s": {k: round(v, 2) for k, v in sorted(by_kind.items())}}
+
+    def _kind(self, pid: int, cmd: list[str]) -> str:
+        """actors (the stage's actor pool), tasks (task workers), system actors, raylet+gcs, daemons, driver."""
+        head = cmd[0] if cmd else ""
+        old = self.kind.get(pid)
+        if head.startswith("ray::MapWorker") or old == "actors":
+            return "actors"
+        if head.startswith(SYSTEM_ACTORS):
+            return "ray system actors"
+        if head.startswith("ray::"):
+            return old if old in ("actors",) else "tasks"
+        if any("raylet" in c or "gcs_server" in c for c in cmd[:1]):
+            return "raylet+gcs"
+        return "ray daemons (dashboard, log monitor, agents)"
 
     def _cpu(self, p, t0: float) -> None:
         c = p.cpu_times()
@@ -400,8 +430,10 @@ class Monitor(threading.Thread):
                 try:
                     self._cpu(p, self.t0)
                     if p is self.me:
+                        self.kind[p.pid] = "driver"
                         continue
                     cmd = p.cmdline()
+                    self.kind[p.pid] = self._kind(p.pid, cmd)
                     rss = p.memory_info().rss / 2**20
                 except ps.Error:
                     continue
@@ -650,6 +682,15 @@ def cpu_markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def kind_markdown(ray_res: dict) -> str:
+    kinds = sorted({k for r in ray_res["stages"].values() for k in r.get("cpu_by_kind_s", {})})
+    out = ["| stage | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for v, r in ray_res["stages"].items():
+        c = r.get("cpu_by_kind_s", {})
+        out.append(f"| {v} | " + " | ".join(f"{c.get(k, 0.0):.1f}" for k in kinds) + " |")
+    return "\n".join(out)
+
+
 def stats_markdown(ray_res: dict) -> str:
     out = ["| stage | operator | tasks | blocks | op wall s | remote wall s (sum) | remote CPU s (sum) | block transform s (sum) |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -679,11 +720,13 @@ def main() -> None:
     ap.add_argument("--json", default=str(OUT / "stage_bench.json"), help="where to write all figures")
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs of each plain loop and each Ray recipe; the fastest counts (default 2)")
+    ap.add_argument("--sweep-repeat", type=int, default=1, help="runs of each sweep setting (default 1)")
     ap.add_argument("--_plain", help=argparse.SUPPRESS)
     ap.add_argument("--_ray", help=argparse.SUPPRESS)
     ap.add_argument("--_stats", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    set_corpus(args.mb, args.files)
     if args._plain:
         print(json.dumps(plain_main(args._plain, args.overrides)))
         return
@@ -701,7 +744,7 @@ def main() -> None:
     info = corpus_info()
     print(f"corpus: {info['docs']:,} docs, {info['text_bytes'] / 1e6:.1f} MB text, labels {info['labels']}",
           file=sys.stderr, flush=True)
-    sets = [f"--set={s}" for s in args.overrides]
+    sets = [f"--mb={args.mb}", f"--files={args.files}", *[f"--set={s}" for s in args.overrides]]
     plain: dict = {}
     if not args.no_plain:
         for v in variants:
@@ -719,16 +762,18 @@ def main() -> None:
     sweep_rows: dict[str, list[dict]] = {}
     if args.sweep:
         below = [r["stage"] for r in rows if r.get("ratio", 0) < TARGET]
-        for name, sset in SWEEP.items():
-            if not below:
-                break
-            r = _child(["--_ray", ",".join(below), f"--repeat={args.repeat}",
-                        *[f"--set={s}" for s in args.overrides + sset]], pin=False, timeout=900)
+        for name, (sset, only) in SWEEP.items():
+            todo = [v for v in below if only is None or v in only]
+            if not todo:
+                continue
+            r = _child(["--_ray", ",".join(todo), f"--repeat={args.sweep_repeat}", f"--mb={args.mb}",
+                        f"--files={args.files}", *[f"--set={s}" for s in args.overrides + sset]], pin=False,
+                       timeout=900)
             kill_leftovers(r["ray_pids"])
             sweep_rows[name] = table_rows(plain, r, info)
             print(f"  sweep {name}: " + ", ".join(f"{x['stage']} {x.get('ratio', 0):.2f}" for x in sweep_rows[name]),
                   file=sys.stderr, flush=True)
-        result["sweep"] = {k: {"settings": SWEEP[k], "rows": v} for k, v in sweep_rows.items()}
+        result["sweep"] = {k: {"settings": SWEEP[k][0], "rows": v} for k, v in sweep_rows.items()}
 
     result["total_s"] = time.perf_counter() - t_all
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -739,6 +784,8 @@ def main() -> None:
     print(markdown(rows))
     print("\nCPU accounting (CPU seconds from /proc; 'other users' = host busy time minus ours):\n")
     print(cpu_markdown(rows))
+    print("\nRay CPU seconds by process kind (fastest run of each stage):\n")
+    print(kind_markdown(ray_res))
     if not args.no_stats:
         print("\nWhere Ray's time goes (ds.stats() of the same Dataset built from the engine functions):\n")
         print(stats_markdown(ray_res))
@@ -749,7 +796,7 @@ def main() -> None:
         print("|---|" + "---:|" * len(stages))
         for name, rs in sweep_rows.items():
             by = {x["stage"]: x for x in rs}
-            print(f"| {name} (`{' '.join(SWEEP[name])}`) | " + " | ".join(
+            print(f"| {name} (`{' '.join(SWEEP[name][0])}`) | " + " | ".join(
                 f"{by[s]['ratio']:.2f} ({by[s]['ray_s']:.1f} s)" if s in by and "ratio" in by[s] else "-"
                 for s in stages) + " |")
     print(f"\nTotal benchmark time {result['total_s']:.0f} s; figures in {args.json}", flush=True)

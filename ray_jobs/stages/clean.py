@@ -8,14 +8,13 @@ Every row, kept or not, leaves with `lang` (ISO 639-1, "und" when undetermined) 
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import schema
 from ray_jobs.config import CleanConfig
 from ray_jobs.stages.base import Stage
-from ray_jobs.stages.langid import LanguageDetector
+from ray_jobs.stages.langid import LanguageDetector, detect_table
 from ray_jobs.stages.normalize import normalize_text
 from ray_jobs.stages.quality import drop_reasons
 
@@ -42,13 +41,12 @@ class CleanStage(Stage):
         text = pc.if_else(quarantined, table[schema.TEXT], text)  # keep the reader's raw snippet as found
         table = table.set_column(table.schema.get_field_index(schema.TEXT), schema.TEXT, text)
 
-        texts = text.to_pylist()
-        q = quarantined.to_numpy(zero_copy_only=False)
-        langs, scores = self._detector.detect([None if bad else t for t, bad in zip(texts, q)])
-        scores = np.asarray(scores, dtype=np.float32)
-        lang = np.array(langs, dtype=object)
-        lang[scores < self.cfg.min_lang_score] = UNDETERMINED
-        lang_arr = pa.array(lang, pa.string())
+        # quarantined rows are not identified (null text -> "und"); detect_table cuts each text to max_chars in
+        # Arrow before it becomes a Python string
+        masked = pc.if_else(quarantined, pa.nulls(len(table), pa.string()), text)
+        detected = detect_table(self._detector, pa.table({schema.TEXT: masked}))
+        lang_arr = pc.if_else(pc.less(detected["lang_score"], self.cfg.min_lang_score), UNDETERMINED,
+                              detected["lang"])
 
         reason = drop_reasons(text, lang_arr, self.cfg.quality)
         if self.cfg.allowed_langs:
@@ -58,5 +56,5 @@ class CleanStage(Stage):
         status = pc.if_else(quarantined, schema.QUARANTINED, pc.fill_null(reason, schema.KEPT))
         # a re-clean (or an input with its own language columns) gets fresh ones, never two columns of one name
         table = table.drop_columns([c for c in ("lang", "lang_score") if c in table.column_names])
-        table = table.append_column("lang", lang_arr).append_column("lang_score", pa.array(scores, pa.float32()))
+        table = table.append_column("lang", lang_arr).append_column("lang_score", detected["lang_score"])
         return schema.set_status(table, status)
