@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 import ray.data
+from ray.data.context import ShuffleStrategy
 
 from ray_jobs.config import RayConfig
 from ray_jobs.stages.base import Stage
@@ -36,6 +37,8 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = cfg.target_max_block_size_mb * 1024 * 1024
     ctx.enable_progress_bars = cfg.progress_bars
+    if cfg.shuffle_strategy != "default":
+        ctx.shuffle_strategy = ShuffleStrategy(cfg.shuffle_strategy)
     # preserve_order stays off (Ray's default): nothing downstream depends on row order (stage folders are
     # partitioned by status, stats are counts, dedup/split decide by id and hash), and ordered output makes
     # the executor hold finished blocks behind slow ones.
