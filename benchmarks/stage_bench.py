@@ -25,7 +25,9 @@ ratio = (ray docs/s / 2 cores) / (plain docs/s on one core); the project's targe
 
 Overrides: `--set key=value` goes to `ray_jobs.config.load_config`; keys `bench.*` are this benchmark's knobs for
 things that are not config fields: bench.bytes_per_task_mb (ray_jobs.io.readers.BYTES_PER_TASK, default 64),
-bench.preserve_order (DataContext.execution_options.preserve_order, default true as set by engine.ray_session).
+bench.preserve_order (DataContext.execution_options.preserve_order, default true as set by engine.ray_session),
+bench.shuffle_strategy (DataContext.shuffle_strategy: shuffle_v2 by default here, hash_shuffle,
+sort_shuffle_pull_based), bench.tokenizers_parallelism (TOKENIZERS_PARALLELISM in the Ray workers).
 """
 
 from __future__ import annotations
@@ -55,22 +57,30 @@ GUTENBERG = DATA / "gutenberg_subset_rcdm_uga" / "gutenberg_dickens_twain_shakes
 IMDB = DATA / "imdb_aclimdb" / "aclImdb_train.tar.gz"
 SPAM = DATA / "spamassassin_stdlib" / "spam_assassin_txt.tar.gz"
 SHARES = {"gutenberg": 0.5, "imdb": 0.3, "spamassassin": 0.2}
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
+# Seeds of the corpus sampling: never 0, which split.py uses for its hashes (a sample of the ids with the lowest
+# seed-0 hashes went all to train).
+SAMPLE_SEED, ORDER_SEED = 7919, 104729
 VARIANTS = ("clean", "dedup", "split", "split_strat", "tokenize")
+PAIRABLE = ("clean", "split", "tokenize")  # file-parallel without a global step: the --pair control applies
 BASE_SET = ["ray.num_cpus=2", "ray.progress_bars=false"]
 TARGET = 0.85
 CORES = 2
 # Ray-only settings tried by --sweep, each in a fresh Ray, on the stages (None = all) that are below target.
 SWEEP: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "batch 4096": (["ray.batch_size=4096"], None),
-    "batch 256": (["ray.batch_size=256"], ("clean", "tokenize")),
     "block 32 MB": (["ray.target_max_block_size_mb=32"], None),
-    "1 read task per file": (["bench.bytes_per_task_mb=4"], None),
-    "preserve_order off": (["bench.preserve_order=false"], None),
-    "3 actors x 0.5 CPU": (["clean.actors=3", "tokenize.actors=3"], ("clean", "tokenize")),
+    "preserve_order on": (["bench.preserve_order=true"], None),
+    # 3 x 0.5 CPU + the read task's 1 CPU > 2 CPUs: the read is never scheduled and the run hangs (seen here).
+    "3 actors x 0.33 CPU": (["clean.actors=3", "clean.actor_cpus=0.33", "tokenize.actors=3",
+                             "tokenize.actor_cpus=0.33"], ("clean", "tokenize")),
     "tokenizers parallelism off": (["bench.tokenizers_parallelism=false"], ("tokenize",)),
     "dedup 8 buckets": (["dedup.num_buckets=8"], ("dedup",)),
     "dedup 2 buckets": (["dedup.num_buckets=2"], ("dedup",)),
+    "dedup hash_shuffle": (["bench.shuffle_strategy=hash_shuffle"], ("dedup",)),
+    "dedup sort_shuffle_pull_based": (["bench.shuffle_strategy=sort_shuffle_pull_based"], ("dedup",)),
+    "dedup sort_shuffle_pull_based + 8 buckets": (["bench.shuffle_strategy=sort_shuffle_pull_based",
+                                                   "dedup.num_buckets=8"], ("dedup",)),
 }
 
 
@@ -164,13 +174,13 @@ def build_corpus(mb: float, n_files: int) -> Path:
         share = budget * left[src] / sum(left.values())
         del left[src]
         taken = 0
-        for d in sorted(pools[src], key=lambda d: _xxh(d["id"])):
+        for d in sorted(pools[src], key=lambda d: _xxh(d["id"], seed=SAMPLE_SEED)):
             if taken >= share:
                 break
             chosen.append(d)
             taken += len(d["text"].encode())
         budget -= taken
-    chosen.sort(key=lambda d: _xxh(d["id"], seed=1))
+    chosen.sort(key=lambda d: _xxh(d["id"], seed=ORDER_SEED))
     shutil.rmtree(CORPUS, ignore_errors=True)
     CORPUS.mkdir(parents=True)
     total = sum(len(d["text"].encode()) for d in chosen)
@@ -267,7 +277,7 @@ class PartWriter:
 # ------------------------------------------------------------------------------------------------ plain loop
 
 
-def plain_main(variant: str, overrides: list[str]) -> dict:
+def plain_main(variant: str, overrides: list[str], part: tuple[int, int] = (0, 1)) -> dict:
     """One stage variant in this process (pinned to core 0 by the caller's environment): read -> stage -> write."""
     import numpy as np
     import pyarrow as pa
@@ -287,13 +297,14 @@ def plain_main(variant: str, overrides: list[str]) -> dict:
     cfg = variant_config(variant, cfg_over)
     in_cfg = input_config()
     bs = cfg.ray.batch_size
-    out = OUT / "plain" / variant
+    out = OUT / "plain" / (variant if part[1] == 1 else f"{variant}-part{part[0]}of{part[1]}")
     shutil.rmtree(out, ignore_errors=True)
+    units = discover(in_cfg)[part[0]::part[1]]  # --pair: every other file
     rows = 0
 
     def batches():
         nonlocal rows
-        for unit in discover(in_cfg):
+        for unit in units:
             for t in parse_file(unit, in_cfg):
                 rows += t.num_rows
                 for off in range(0, t.num_rows, bs):
@@ -344,15 +355,17 @@ def plain_main(variant: str, overrides: list[str]) -> dict:
         setup_s = time.perf_counter() - t0
         w = PartWriter(out, schema.SPLIT)
         for b in batches():
-            w.write(_ensure_split(st(b)))
+            w.write(st(_ensure_split(b)))  # the recipe adds `split` before the actors
     else:
         raise SystemExit(f"unknown variant {variant}")
     w.close()
     wall = time.perf_counter() - t0
+    from ray_jobs.rundir import partition_counts
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     return {"variant": variant, "rows": rows, "wall_s": wall, "setup_s": setup_s, "cpu_s": cpu_s,
             "foreign_cpu_s": host_busy_s() - busy0 - cpu_s, "peak_rss_mb": cpu.ru_maxrss / 1024,
+            "counts": partition_counts(out),
             "affinity": sorted(os.sched_getaffinity(0))}
 
 
@@ -486,49 +499,39 @@ def parse_stats(text: str) -> list[dict]:
     return ops
 
 
-def stats_run(variant: str, cfg, in_cfg, out_dir: Path) -> dict:
-    """The recipe's Dataset rebuilt from the engine functions, materialised so ds.stats() is reachable."""
-    import pyarrow as pa
-
-    from ray_jobs import engine, schema
-    from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
-    from ray_jobs.io.readers import CorpusDatasource, discover
+def stats_run(variant: str, cfg, in_cfg, root: Path) -> dict:
+    """The recipe once more, with engine.write_partitioned wrapped: the Dataset it is handed is materialised first
+    so that ds.stats() is reachable, then written by the real function. The Dataset is exactly the one the recipe
+    builds from engine.read_datasource / engine.apply / engine.map_groups, whatever the recipe does today."""
+    from ray_jobs import engine
     from ray_jobs.jobs import pipeline
-    from ray_jobs.split import AssignSplitStage, SplitKeyStage
-    from ray_jobs.stages.clean import CleanStage
-    from ray_jobs.tokenize.stage import TokenizeStage
+    from ray_jobs.rundir import RunDir
 
-    bs = cfg.ray.batch_size
-    t0 = time.perf_counter()
-    ds = engine.read_datasource(CorpusDatasource(discover(in_cfg), in_cfg))
-    if variant == "clean":
-        ds, col = engine.apply(ds, CleanStage(cfg.clean), batch_size=bs, actors=cfg.clean.actors,
-                               actor_cpus=cfg.clean.actor_cpus), schema.STATUS
-    elif variant == "dedup":
-        ds = engine.apply(ds, ExactHashStage(cfg.dedup), batch_size=bs)
-        ds, col = engine.map_groups(ds, BUCKET, keep_lowest_id, num_partitions=cfg.dedup.num_buckets), schema.STATUS
-    elif variant.startswith("split"):
-        keyed = engine.apply(ds, SplitKeyStage(cfg.split), batch_size=bs)
-        if cfg.split.stratify_by:
-            keyed = keyed.materialize()
-        plan = pipeline._split_plan(cfg, keyed)
-        ds, col = engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=bs), schema.SPLIT
-    else:
-        ds = engine.apply(ds, TokenizeStage(cfg.tokenize), batch_size=bs, actors=cfg.tokenize.actors,
-                          actor_cpus=cfg.tokenize.actor_cpus)
-        ds, col = engine.map_tables(ds, pipeline._ensure_split, batch_size=bs), schema.SPLIT
-    ds = ds.materialize()
-    t_mat = time.perf_counter() - t0
-    text = ds.stats()
-    t1 = time.perf_counter()
-    engine.write_partitioned(ds, out_dir, col)
-    t_write = time.perf_counter() - t1
+    got: dict = {}
+    write = engine.write_partitioned
+
+    def materialise_then_write(ds, out_dir, col):
+        t = time.perf_counter()
+        ds = ds.materialize()
+        got["materialize_s"] = time.perf_counter() - t
+        got["text"] = ds.stats()
+        got["blocks"] = ds.num_blocks()
+        t = time.perf_counter()
+        write(ds, out_dir, col)
+        got["write_s"] = time.perf_counter() - t
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    engine.write_partitioned = materialise_then_write
+    try:
+        pipeline.STAGE_FUNCS[stage_name(variant)](cfg, RunDir(root), in_cfg, True)
+    finally:
+        engine.write_partitioned = write
     sdir = OUT / "stats"
     sdir.mkdir(parents=True, exist_ok=True)
-    (sdir / f"{variant}.txt").write_text(text)
-    del pa
-    return {"materialize_s": t_mat, "write_s": t_write, "ops": parse_stats(text),
-            "blocks": ds.num_blocks(), "stats_file": str((sdir / f"{variant}.txt").relative_to(REPO))}
+    (sdir / f"{variant}.txt").write_text(got["text"])
+    return {"materialize_s": got["materialize_s"], "write_s": got["write_s"], "ops": parse_stats(got["text"]),
+            "blocks": got["blocks"], "stats_file": str((sdir / f"{variant}.txt").relative_to(REPO))}
 
 
 def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat: int = 1) -> dict:
@@ -540,7 +543,7 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
     from ray_jobs import engine
     from ray_jobs.io import readers
     from ray_jobs.jobs import pipeline
-    from ray_jobs.rundir import RunDir
+    from ray_jobs.rundir import RunDir, partition_counts
 
     if bench.get("tokenizers_parallelism"):  # set before ray.init: the raylet and its workers inherit it
         os.environ["TOKENIZERS_PARALLELISM"] = bench["tokenizers_parallelism"]
@@ -553,13 +556,24 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
     res: dict = {"overrides": overrides, "stages": {}}
     t0 = time.perf_counter()
     with engine.ray_session(base_cfg.ray):
+        ctx = ray.data.DataContext.get_current()
         if "preserve_order" in bench:
-            ray.data.DataContext.get_current().execution_options.preserve_order = bench["preserve_order"] == "true"
+            ctx.execution_options.preserve_order = bench["preserve_order"] == "true"
+        if "shuffle_strategy" in bench:
+            ctx.shuffle_strategy = bench["shuffle_strategy"]
+        res["shuffle_strategy"] = str(ctx.shuffle_strategy)
         ray.data.range(64, override_num_blocks=2).map_batches(lambda b: b).materialize()  # workers import Ray Data
         res["startup_s"] = time.perf_counter() - t0
         res["ray_cpus"] = ray.cluster_resources().get("CPU")
+        res["skipped"] = {}
         for v in variants:
             cfg = variant_config(v, cfg_over)
+            pool = getattr(cfg, stage_name(v), None)
+            need = getattr(pool, "actors", 0) * getattr(pool, "actor_cpus", 0) + 1.0  # + one read task
+            if v in ("clean", "tokenize") and need > (res["ray_cpus"] or 0) + 1e-9:
+                res["skipped"][v] = (f"{pool.actors} actors x {pool.actor_cpus} CPU + 1 CPU for the read task > "
+                                     f"{res['ray_cpus']} CPUs: the read task would never be scheduled (hang)")
+                continue
             run_root = OUT / "ray_runs" / v
             reps = []
             for _ in range(repeat):
@@ -570,13 +584,14 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
                 t = time.perf_counter()
                 pipeline.STAGE_FUNCS[stage_name(v)](cfg, run, in_cfg, True)
                 wall = time.perf_counter() - t
-                reps.append({"wall_s": wall, **mon.snapshot()})
+                counts = partition_counts(run.stage_dir(stage_name(v)))
+                reps.append({"wall_s": wall, **mon.snapshot(), "counts": counts})
                 print(f"  ray {v}: {wall:.1f} s", file=sys.stderr, flush=True)
             st = {**min(reps, key=lambda r: r["wall_s"]), "walls_s": [r["wall_s"] for r in reps], "reps": reps}
             if with_stats:
                 mon.reset()
                 t = time.perf_counter()
-                st["stats_run"] = stats_run(v, cfg, in_cfg, OUT / "ray_runs" / f"{v}-stats" / stage_name(v))
+                st["stats_run"] = stats_run(v, cfg, in_cfg, OUT / "ray_runs" / f"{v}-stats")
                 st["stats_run"]["wall_s"] = time.perf_counter() - t
                 st["stats_run"].update(mon.snapshot())
             res["stages"][v] = st
@@ -592,23 +607,53 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
 # ------------------------------------------------------------------------------------------------ orchestration
 
 
-def _child(args: list[str], pin: bool, timeout: float) -> dict:
-    """Run this script in a child (optionally pinned to core 0, one thread); its last stdout line is JSON."""
+class ChildFailed(RuntimeError):
+    pass
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every process of session `sid` (a child started with start_new_session=True and all it started)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+                    pids.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def _spawn(args: list[str], core: int | None) -> subprocess.Popen:
+    """This script in a child in its own session; pinned to `core` with one thread per library when given."""
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
-    if pin:
+    if core is not None:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", RAYON_NUM_THREADS="1")
-    cmd = [sys.executable, __file__, *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None)
+    return subprocess.Popen([sys.executable, __file__, *args], env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None)
+
+
+def _collect(proc: subprocess.Popen, args: list[str], timeout: float) -> dict:
+    """The child's last stdout line as JSON; on a timeout its whole session (Ray included) is killed by pid."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in session_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         proc.wait()
-        raise SystemExit(f"child {args} ran past {timeout} s; killed")
+        raise ChildFailed(f"ran past {timeout:.0f} s (killed): {' '.join(args)}")
     if proc.returncode != 0:
-        raise SystemExit(f"child {args} failed with exit code {proc.returncode}")
+        raise ChildFailed(f"exit code {proc.returncode}: {' '.join(args)}")
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _child(args: list[str], pin: bool, timeout: float) -> dict:
+    return _collect(_spawn(args, 0 if pin else None), args, timeout)
 
 
 def kill_leftovers(pids: list[int]) -> list[int]:
@@ -631,13 +676,14 @@ def fmt(x: float, nd: int = 0) -> str:
     return f"{x:,.{nd}f}"
 
 
-def table_rows(plain: dict, ray_res: dict, info: dict) -> list[dict]:
+def table_rows(plain: dict, ray_res: dict, info: dict, pair: dict | None = None) -> list[dict]:
     rows = []
     mb = info["text_bytes"] / 1e6
     n = info["docs"]
     for v, r in ray_res["stages"].items():
         p = plain.get(v)
         ray_pc = n / r["wall_s"] / CORES
+        q = (pair or {}).get(v)
         row = {"stage": v, "ray_s": r["wall_s"], "ray_docs_pc": ray_pc, "ray_mb_pc": mb / r["wall_s"] / CORES,
                "ray_driver_mb": r["driver_rss_mb"], "ray_workers_mb": r["workers_rss_sum_mb"],
                "ray_worker_max_mb": r["worker_rss_max_mb"], "ray_workers_n": r["workers_max"],
@@ -648,22 +694,47 @@ def table_rows(plain: dict, ray_res: dict, info: dict) -> list[dict]:
                        plain_rss_mb=p["peak_rss_mb"], ratio=ray_pc / (n / p["wall_s"]),
                        plain_cpu_s=p["cpu_s"], plain_foreign_s=p["foreign_cpu_s"],
                        cpu_ratio=p["cpu_s"] / r["cpu_s"])
+        if p:
+            row["same_output"] = p.get("counts") == r.get("counts")
+        if p and q:
+            row.update(pair_s=q["wall_s"], pair_ratio=p["wall_s"] / q["wall_s"] / CORES)
         rows.append(row)
     return rows
 
 
+def pipeline_row(rows: list[dict], info: dict) -> dict | None:
+    """clean + dedup + split (plain) + tokenize, as `run` chains them: summed stage walls."""
+    by = {r["stage"]: r for r in rows}
+    need = ("clean", "dedup", "split", "tokenize")
+    if not all(k in by and "plain_s" in by[k] for k in need):
+        return None
+    n, mb = info["docs"], info["text_bytes"] / 1e6
+    ps = sum(by[k]["plain_s"] for k in need)
+    rs = sum(by[k]["ray_s"] for k in need)
+    return {"stage": "pipeline (clean+dedup+split+tokenize)", "plain_s": ps, "plain_docs": n / ps, "plain_mb": mb / ps,
+            "ray_s": rs, "ray_docs_pc": n / rs / CORES, "ray_mb_pc": mb / rs / CORES, "ratio": ps / rs / CORES}
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| stage | plain s | plain docs/s (1 core) | plain MB/s | Ray s | Ray docs/s/core | Ray MB/s/core | "
-           "ratio | plain peak RSS MB | Ray driver peak RSS MB | Ray workers peak RSS MB (sum / max one, n) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "ratio | 2 plain procs at once: s, ratio | plain peak RSS MB | Ray driver peak RSS MB | "
+           "Ray workers peak RSS MB (sum / max one, n) | rows per partition = plain |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         has = "plain_s" in r
+        if "ray_driver_mb" not in r:  # the pipeline sum
+            out.append(f"| {r['stage']} | {fmt(r['plain_s'], 1)} | {fmt(r['plain_docs'])} | {fmt(r['plain_mb'], 2)} | "
+                       f"{fmt(r['ray_s'], 1)} | {fmt(r['ray_docs_pc'])} | {fmt(r['ray_mb_pc'], 2)} | "
+                       f"**{fmt(r['ratio'], 2)}** | | | | | |")
+            continue
         out.append(
             f"| {r['stage']} | {fmt(r['plain_s'], 1) if has else '-'} | {fmt(r['plain_docs']) if has else '-'} | "
             f"{fmt(r['plain_mb'], 2) if has else '-'} | {fmt(r['ray_s'], 1)} | {fmt(r['ray_docs_pc'])} | "
-            f"{fmt(r['ray_mb_pc'], 2)} | {fmt(r['ratio'], 2) if has else '-'} | "
+            f"{fmt(r['ray_mb_pc'], 2)} | **{fmt(r['ratio'], 2) if has else '-'}** | "
+            f"{(fmt(r['pair_s'], 1) + ', ' + fmt(r['pair_ratio'], 2)) if 'pair_s' in r else '-'} | "
             f"{fmt(r['plain_rss_mb']) if has else '-'} | {fmt(r['ray_driver_mb'])} | "
-            f"{fmt(r['ray_workers_mb'])} / {fmt(r['ray_worker_max_mb'])}, {r['ray_workers_n']} |")
+            f"{fmt(r['ray_workers_mb'])} / {fmt(r['ray_worker_max_mb'])}, {r['ray_workers_n']} | "
+            f"{({True: 'yes', False: 'NO'}).get(r.get('same_output'), '-')} |")
     return "\n".join(out)
 
 
@@ -721,14 +792,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2,
                     help="runs of each plain loop and each Ray recipe; the fastest counts (default 2)")
     ap.add_argument("--sweep-repeat", type=int, default=1, help="runs of each sweep setting (default 1)")
+    ap.add_argument("--sweep-timeout", type=float, default=300, help="seconds before a sweep run is killed")
     ap.add_argument("--_plain", help=argparse.SUPPRESS)
+    ap.add_argument("--no-pair", action="store_true",
+                    help="skip the control of two plain loops at once (one per core, half the files each)")
+    ap.add_argument("--_part", default="0/1", help=argparse.SUPPRESS)
     ap.add_argument("--_ray", help=argparse.SUPPRESS)
     ap.add_argument("--_stats", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     set_corpus(args.mb, args.files)
     if args._plain:
-        print(json.dumps(plain_main(args._plain, args.overrides)))
+        i, n = (int(x) for x in args._part.split("/"))
+        print(json.dumps(plain_main(args._plain, args.overrides, (i, n))))
         return
     if args._ray:
         print(json.dumps(ray_main(args._ray.split(","), args.overrides, args._stats, args.repeat)))
@@ -745,43 +821,73 @@ def main() -> None:
     print(f"corpus: {info['docs']:,} docs, {info['text_bytes'] / 1e6:.1f} MB text, labels {info['labels']}",
           file=sys.stderr, flush=True)
     sets = [f"--mb={args.mb}", f"--files={args.files}", *[f"--set={s}" for s in args.overrides]]
+    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "ray_jobs"], capture_output=True,
+                           text=True).stdout.strip()
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "corpus": info,
+                    "git": git.stdout.strip() + (" + uncommitted changes in ray_jobs/" if dirty else ""),
+                    "overrides": args.overrides, "command": " ".join(sys.argv), "errors": []}
+    out_json = Path(args.json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every step: a killed run keeps what it measured
+        out_json.write_text(json.dumps(result, indent=1) + "\n")
+
     plain: dict = {}
+    pair: dict = {}
     if not args.no_plain:
         for v in variants:
             reps = [_child(["--_plain", v, *sets], pin=True, timeout=600) for _ in range(args.repeat)]
             plain[v] = {**min(reps, key=lambda r: r["wall_s"]), "walls_s": [r["wall_s"] for r in reps]}
-            print(f"  plain {v}: {plain[v]['walls_s']} s, rss {plain[v]['peak_rss_mb']:.0f} MB",
+            print(f"  plain {v}: {[round(w, 2) for w in plain[v]['walls_s']]} s, rss {plain[v]['peak_rss_mb']:.0f} MB",
                   file=sys.stderr, flush=True)
+            if not args.no_pair and v in PAIRABLE:
+                a0 = ["--_plain", v, "--_part=0/2", *sets]
+                a1 = ["--_plain", v, "--_part=1/2", *sets]
+                p0, p1 = _spawn(a0, 0), _spawn(a1, 1)
+                r0, r1 = _collect(p0, a0, 600), _collect(p1, a1, 600)
+                pair[v] = {"wall_s": max(r0["wall_s"], r1["wall_s"]), "parts": [r0, r1]}
+                print(f"  plain pair {v}: {r0['wall_s']:.2f} / {r1['wall_s']:.2f} s", file=sys.stderr, flush=True)
+            result.update(plain=plain, pair=pair)
+            save()
     ray_res = _child(["--_ray", ",".join(variants), f"--repeat={args.repeat}", *sets,
                       *([] if args.no_stats else ["--_stats"])], pin=False, timeout=1500)
     killed = kill_leftovers(ray_res["ray_pids"])
-    rows = table_rows(plain, ray_res, info)
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "corpus": info,
-              "overrides": args.overrides, "plain": plain, "ray": ray_res, "rows": rows, "leftovers_killed": killed}
+    rows = table_rows(plain, ray_res, info, pair)
+    result.update(ray=ray_res, rows=rows, leftovers_killed=killed)
+    save()
 
     sweep_rows: dict[str, list[dict]] = {}
     if args.sweep:
         below = [r["stage"] for r in rows if r.get("ratio", 0) < TARGET]
+        result["sweep"] = {}
         for name, (sset, only) in SWEEP.items():
             todo = [v for v in below if only is None or v in only]
             if not todo:
                 continue
-            r = _child(["--_ray", ",".join(todo), f"--repeat={args.sweep_repeat}", f"--mb={args.mb}",
-                        f"--files={args.files}", *[f"--set={s}" for s in args.overrides + sset]], pin=False,
-                       timeout=900)
+            sargs = ["--_ray", ",".join(todo), f"--repeat={args.sweep_repeat}", f"--mb={args.mb}",
+                     f"--files={args.files}", *[f"--set={s}" for s in args.overrides + sset]]
+            try:
+                r = _child(sargs, pin=False, timeout=args.sweep_timeout)
+            except ChildFailed as e:
+                result["errors"].append(f"sweep {name}: {e}")
+                print(f"  sweep {name}: FAILED {e}", file=sys.stderr, flush=True)
+                continue
             kill_leftovers(r["ray_pids"])
-            sweep_rows[name] = table_rows(plain, r, info)
+            sweep_rows[name] = table_rows(plain, r, info, pair)
+            result["sweep"][name] = {"settings": sset, "rows": sweep_rows[name], "skipped": r.get("skipped", {})}
+            save()
             print(f"  sweep {name}: " + ", ".join(f"{x['stage']} {x.get('ratio', 0):.2f}" for x in sweep_rows[name]),
                   file=sys.stderr, flush=True)
-        result["sweep"] = {k: {"settings": SWEEP[k][0], "rows": v} for k, v in sweep_rows.items()}
 
     result["total_s"] = time.perf_counter() - t_all
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    save()
     print(f"\nCorpus: {info['docs']:,} docs, {info['text_bytes'] / 1e6:.1f} MB of text in {info['files']} Parquet "
           f"files; Ray start-up {ray_res['startup_s']:.1f} s (excluded); settings: "
-          f"{' '.join(BASE_SET + args.overrides)}\n")
-    print(markdown(rows))
+          f"{' '.join(BASE_SET + args.overrides)}; ray_jobs at {result['git']}\n")
+    prow = pipeline_row(rows, info)
+    result["pipeline"] = prow
+    print(markdown(rows + ([prow] if prow else [])))
     print("\nCPU accounting (CPU seconds from /proc; 'other users' = host busy time minus ours):\n")
     print(cpu_markdown(rows))
     print("\nRay CPU seconds by process kind (fastest run of each stage):\n")
@@ -789,6 +895,8 @@ def main() -> None:
     if not args.no_stats:
         print("\nWhere Ray's time goes (ds.stats() of the same Dataset built from the engine functions):\n")
         print(stats_markdown(ray_res))
+    for e in result["errors"]:
+        print(f"\nERROR: {e}")
     if sweep_rows:
         print("\nSweep (Ray only; ratio against the plain loop above):\n")
         stages = sorted({x["stage"] for v in sweep_rows.values() for x in v}, key=VARIANTS.index)
