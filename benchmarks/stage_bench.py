@@ -1,33 +1,47 @@
 """Stage throughput: the project's Ray recipes against the same stage objects in a plain one-core Python loop.
 
-    python benchmarks/stage_bench.py                       # ~60 MB corpus, every stage, ~5 minutes on 2 cores
-    python benchmarks/stage_bench.py --mb 20 --stages clean,tokenize
-    python benchmarks/stage_bench.py --sweep               # + Ray-only re-runs of the stages below target
-    python benchmarks/stage_bench.py --set ray.batch_size=4096 --set bench.bytes_per_task_mb=4
+    python benchmarks/stage_bench.py                  # 60 MB corpus, every stage: ~5 minutes on 2 cores
+    python benchmarks/stage_bench.py --direct         # + the Ray-actors-without-Ray-Data control (~1 minute more)
+    python benchmarks/stage_bench.py --sweep          # + Ray-only re-runs of the stages below target (~10 min total)
+    python benchmarks/stage_bench.py --mb 170 --repeat 1 --no-stats --no-pair
+    python benchmarks/stage_bench.py --stages dedup --set ray.shuffle_strategy=sort_shuffle_pull_based
 
-Corpus (built once, cached under benchmarks/out/corpus/, deterministic): Project Gutenberg books (Dickens, Twain,
-Shakespeare) cut into paragraph-aligned documents of 2-5 kB, IMDB train reviews and SpamAssassin e-mails, by
-default 50 / 30 / 20 % of the text bytes, in `--files` Parquet files (id, text, source, label).
+Figures and analysis: benchmarks/RESULTS.md (stage throughput section). Everything measured also goes to
+benchmarks/out/stage_bench.json (or --json), the ds.stats() text to benchmarks/out/stats/.
+
+Corpus (built once, cached under benchmarks/out/corpus/<mb>mb-<files>files/, deterministic): Project Gutenberg books
+(Dickens, Twain, Shakespeare) cut at blank lines into 2-5 kB documents, IMDB train reviews and SpamAssassin e-mails,
+50 / 30 / 20 % of the text bytes (a source that runs short leaves its share to the others), in `--files` zstd Parquet
+files with `id, text, source, label` (label: book, review_pos/neg, ham/spam).
 
 For every stage variant (clean, dedup, split, split_strat = split stratified by `label`, tokenize):
 
-* plain: a child process pinned to core 0 reads the Parquet files with the project's own reader
-  (`io.formats.parse_file`, pyarrow underneath), applies the same stage objects batch by batch (batch =
-  `ray.batch_size` rows) and writes zstd Parquet partitioned like the recipe (status=/split= folders).
-  dedup = ExactHashStage over every batch, then keep_lowest_id per bucket in memory; split = SplitKeyStage,
-  the plan from ray_jobs.split's functions, AssignSplitStage.
-* ray: a child process runs `ray_jobs.jobs.pipeline.<stage>` (force=True) into a fresh run dir inside one
-  `engine.ray_session` (ray.num_cpus=2); the start-up (ray.init + a tiny warm-up job) is timed separately.
-  Then, unless --no-stats, the same Dataset is built from engine.read_datasource / engine.apply /
-  engine.write_partitioned, materialised, and `ds.stats()` is kept (benchmarks/out/stats/) and summarised.
+* plain: a child process pinned to core 0 (one thread per library) reads the files with the project's reader
+  (`io.formats.parse_file`, pyarrow underneath), applies the same stage objects batch by batch (`ray.batch_size`
+  rows) and writes zstd Parquet partitioned like the recipe (status=/split= folders). dedup = ExactHashStage over
+  every batch, then keep_lowest_id per bucket in memory; split = SplitKeyStage, the plan from ray_jobs.split's
+  functions (stratified), AssignSplitStage. Best of --repeat runs.
+* pair (clean, split, tokenize; --no-pair skips it): two plain children at once, one per core, half the files each:
+  how far the hardware itself scales to 2 cores.
+* ray: a child process runs `ray_jobs.jobs.pipeline.<stage>(cfg, run, input, force=True)` into a fresh run dir
+  inside one `engine.ray_session` (ray.num_cpus=2); start-up (ray.init + a tiny warm-up job) is timed apart. Best of
+  --repeat runs. Then, unless --no-stats, the recipe runs once more with engine.write_partitioned wrapped so that the
+  Dataset it builds is materialised and `ds.stats()` is read before the real writer writes it.
+  CPU seconds of every process of the Ray session are counted by kind (actors, tasks, driver, raylet+GCS, ...), peak
+  RSS sampled every 0.25 s, and CPU used meanwhile by other users of the machine reported.
+* direct (--direct, clean and tokenize): the batches, read beforehand, go to plain Ray actors (same count and CPUs
+  as the config); only the stage calls are timed. What Ray costs without Ray Data.
 
-ratio = (ray docs/s / 2 cores) / (plain docs/s on one core); the project's target is >= 0.85.
+ratio = (Ray docs/s / 2 cores) / (plain docs/s on one core); the project's target is >= 0.85. Outputs are checked:
+rows per partition folder must be the same for plain and Ray.
 
-Overrides: `--set key=value` goes to `ray_jobs.config.load_config`; keys `bench.*` are this benchmark's knobs for
-things that are not config fields: bench.bytes_per_task_mb (ray_jobs.io.readers.BYTES_PER_TASK, default 64),
-bench.preserve_order (DataContext.execution_options.preserve_order, default true as set by engine.ray_session),
-bench.shuffle_strategy (DataContext.shuffle_strategy: shuffle_v2 by default here, hash_shuffle,
-sort_shuffle_pull_based), bench.tokenizers_parallelism (TOKENIZERS_PARALLELISM in the Ray workers).
+Overrides: `--set key=value` goes to `ray_jobs.config.load_config` (plain and Ray); keys `bench.*` are this
+benchmark's knobs for what is not a config field: bench.bytes_per_task_mb (ray_jobs.io.readers.BYTES_PER_TASK),
+bench.preserve_order (DataContext.execution_options.preserve_order; engine.ray_session leaves Ray's default),
+bench.shuffle_strategy (DataContext.shuffle_strategy; the config key ray.shuffle_strategy does the same now),
+bench.tokenizers_parallelism (TOKENIZERS_PARALLELISM in the Ray workers), bench.io_cpus (num_cpus of the read and
+write tasks instead of 1: engine.read_datasource and Dataset.write_parquet patched in the benchmark's driver only).
+Never leaves Ray running: each Ray child shuts its session down, and leftovers it started are killed by pid.
 """
 
 from __future__ import annotations
@@ -75,6 +89,7 @@ SWEEP: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
     "3 actors x 0.33 CPU": (["clean.actors=3", "clean.actor_cpus=0.33", "tokenize.actors=3",
                              "tokenize.actor_cpus=0.33"], ("clean", "tokenize")),
     "tokenizers parallelism off": (["bench.tokenizers_parallelism=false"], ("tokenize",)),
+    "read/write tasks 0.25 CPU": (["bench.io_cpus=0.25"], None),
     "dedup 8 buckets": (["dedup.num_buckets=8"], ("dedup",)),
     "dedup 2 buckets": (["dedup.num_buckets=2"], ("dedup",)),
     "dedup hash_shuffle": (["bench.shuffle_strategy=hash_shuffle"], ("dedup",)),
@@ -547,6 +562,16 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
 
     if bench.get("tokenizers_parallelism"):  # set before ray.init: the raylet and its workers inherit it
         os.environ["TOKENIZERS_PARALLELISM"] = bench["tokenizers_parallelism"]
+    if "io_cpus" in bench:  # read and write tasks ask for this many CPUs instead of Ray's 1 (driver-side patch)
+        io_cpus = float(bench["io_cpus"])
+        engine.read_datasource = lambda source: ray.data.read_datasource(source, num_cpus=io_cpus)
+        write_parquet = ray.data.Dataset.write_parquet
+
+        def write_parquet_io_cpus(self, path, **kw):
+            kw.setdefault("ray_remote_args", {"num_cpus": io_cpus})
+            return write_parquet(self, path, **kw)
+
+        ray.data.Dataset.write_parquet = write_parquet_io_cpus
     if "bytes_per_task_mb" in bench:
         readers.BYTES_PER_TASK = int(float(bench["bytes_per_task_mb"]) * 2**20)  # read on the driver at plan time
     mon = Monitor()
@@ -604,6 +629,60 @@ def ray_main(variants: list[str], overrides: list[str], with_stats: bool, repeat
     return res
 
 
+def direct_main(variant: str, overrides: list[str]) -> dict:
+    """Control without Ray Data: the batches (read beforehand, untimed) go to `actors` plain Ray actors of
+    `actor_cpus` CPUs each, round robin; only the stage calls are timed. No read, no write, no streaming executor."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    cfg_over, bench = split_overrides(overrides)
+    if bench.get("tokenizers_parallelism"):
+        os.environ["TOKENIZERS_PARALLELISM"] = bench["tokenizers_parallelism"]
+    import ray
+
+    from ray_jobs.io.formats import parse_file
+    from ray_jobs.io.readers import discover
+    from ray_jobs.jobs.pipeline import _ensure_split
+    from ray_jobs.stages.clean import CleanStage
+    from ray_jobs.tokenize.stage import TokenizeStage
+
+    cfg = variant_config(variant, cfg_over)
+    in_cfg = input_config()
+    bs = cfg.ray.batch_size
+    batches = [_ensure_split(t.slice(o, bs)) for u in discover(in_cfg) for t in parse_file(u, in_cfg)
+               for o in range(0, t.num_rows, bs)]
+    pool = cfg.clean if variant == "clean" else cfg.tokenize
+    stage = CleanStage(cfg.clean) if variant == "clean" else TokenizeStage(cfg.tokenize)
+
+    @ray.remote
+    class Direct:
+        def __init__(self, st) -> None:
+            st.setup()
+            self.st, self.cpu = st, 0.0
+
+        def run(self, table) -> int:
+            c = time.thread_time()
+            n = self.st(table).num_rows
+            self.cpu += time.thread_time() - c
+            return n
+
+        def usage(self) -> tuple[float, float]:
+            r = resource.getrusage(resource.RUSAGE_SELF)
+            return self.cpu, r.ru_utime + r.ru_stime
+
+    ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False)
+    try:
+        refs = [ray.put(b) for b in batches]
+        actors = [Direct.options(num_cpus=pool.actor_cpus).remote(stage) for _ in range(pool.actors)]
+        ray.get([a.usage.remote() for a in actors])  # started and set up before the clock starts
+        t = time.perf_counter()
+        rows = sum(ray.get([actors[i % len(actors)].run.remote(r) for i, r in enumerate(refs)]))
+        wall = time.perf_counter() - t
+        usage = ray.get([a.usage.remote() for a in actors])
+    finally:
+        ray.shutdown()
+    return {"variant": variant, "rows": rows, "wall_s": wall, "stage_thread_cpu_s": sum(u[0] for u in usage),
+            "actor_process_cpu_s": sum(u[1] for u in usage), "actors": pool.actors}
+
+
 # ------------------------------------------------------------------------------------------------ orchestration
 
 
@@ -647,6 +726,14 @@ def _collect(proc: subprocess.Popen, args: list[str], timeout: float) -> dict:
                 pass
         proc.wait()
         raise ChildFailed(f"ran past {timeout:.0f} s (killed): {' '.join(args)}")
+    leftovers = session_pids(proc.pid)  # anything the child started (Ray) that outlived it: ours, killed by pid
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if leftovers:
+        print(f"  killed {len(leftovers)} leftover process(es) of {' '.join(args[:2])}", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         raise ChildFailed(f"exit code {proc.returncode}: {' '.join(args)}")
     return json.loads(out.strip().splitlines()[-1])
@@ -763,7 +850,8 @@ def kind_markdown(ray_res: dict) -> str:
 
 
 def stats_markdown(ray_res: dict) -> str:
-    out = ["| stage | operator | tasks | blocks | op wall s | remote wall s (sum) | remote CPU s (sum) | block transform s (sum) |",
+    out = ["| stage | operator | tasks | blocks | op wall s | remote wall s (sum) | remote CPU s (sum) | "
+           "block transform s (sum) |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for v, r in ray_res["stages"].items():
         s = r.get("stats_run")
@@ -796,7 +884,11 @@ def main() -> None:
     ap.add_argument("--_plain", help=argparse.SUPPRESS)
     ap.add_argument("--no-pair", action="store_true",
                     help="skip the control of two plain loops at once (one per core, half the files each)")
+    ap.add_argument("--direct", action="store_true",
+                    help="control for clean/tokenize: the same stage in plain Ray actors without Ray Data "
+                         "(batches pre-read, only stage calls timed)")
     ap.add_argument("--_part", default="0/1", help=argparse.SUPPRESS)
+    ap.add_argument("--_direct", help=argparse.SUPPRESS)
     ap.add_argument("--_ray", help=argparse.SUPPRESS)
     ap.add_argument("--_stats", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -805,6 +897,9 @@ def main() -> None:
     if args._plain:
         i, n = (int(x) for x in args._part.split("/"))
         print(json.dumps(plain_main(args._plain, args.overrides, (i, n))))
+        return
+    if args._direct:
+        print(json.dumps(direct_main(args._direct, args.overrides)))
         return
     if args._ray:
         print(json.dumps(ray_main(args._ray.split(","), args.overrides, args._stats, args.repeat)))
@@ -857,6 +952,14 @@ def main() -> None:
     result.update(ray=ray_res, rows=rows, leftovers_killed=killed)
     save()
 
+    direct: dict = {}
+    if args.direct:
+        for v in [v for v in variants if v in ("clean", "tokenize")]:
+            direct[v] = _child(["--_direct", v, *sets], pin=False, timeout=600)
+            print(f"  direct actors {v}: {direct[v]['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        result["direct"] = direct
+        save()
+
     sweep_rows: dict[str, list[dict]] = {}
     if args.sweep:
         below = [r["stage"] for r in rows if r.get("ratio", 0) < TARGET]
@@ -895,6 +998,17 @@ def main() -> None:
     if not args.no_stats:
         print("\nWhere Ray's time goes (ds.stats() of the same Dataset built from the engine functions):\n")
         print(stats_markdown(ray_res))
+    if direct:
+        print("\nControl: the stage calls alone in plain Ray actors (no Ray Data, no read/write; batches pre-read):\n")
+        print("| stage | actors | wall s | docs/s/core | ratio to plain loop (which includes read + write) | "
+              "stage CPU s in actors (plain loop, whole) | actor process CPU s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for v, d in direct.items():
+            p = plain.get(v)
+            ratio = f"{p['wall_s'] / d['wall_s'] / CORES:.2f}" if p else "-"
+            pc = f" ({p['cpu_s']:.1f})" if p else ""
+            print(f"| {v} | {d['actors']} | {d['wall_s']:.1f} | {info['docs'] / d['wall_s'] / CORES:,.0f} | {ratio} | "
+                  f"{d['stage_thread_cpu_s']:.1f}{pc} | {d['actor_process_cpu_s']:.1f} |")
     for e in result["errors"]:
         print(f"\nERROR: {e}")
     if sweep_rows:

@@ -171,3 +171,8 @@ def test_webdataset_form_of_the_sample_gives_the_same_rows(run_dir, tmp_path):
     cfg = load_config(None, [f"input.paths=[\"{SAMPLE / 'webdataset'}\"]", f"output.dir={out}", *BASE])
     run_pipeline(cfg, stages=("clean",))
     assert _ids(out / "clean" / "status=kept") == _ids(run_dir / "clean" / "status=kept")
+
+
+def test_an_actor_pool_that_would_starve_the_read_fails_fast(ray_local, tmp_path):
+    with pytest.raises(ValueError, match=r"3 x 0.5 CPU leaves less than the 1 CPU a read task needs"):
+        run_pipeline(_cfg(tmp_path / "starved", "clean.actors=3"), stages=("clean",))
