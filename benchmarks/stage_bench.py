@@ -303,8 +303,8 @@ def plain_main(variant: str, overrides: list[str], part: tuple[int, int] = (0, 1
     from ray_jobs.io.formats import parse_file
     from ray_jobs.io.readers import discover
     from ray_jobs.jobs.pipeline import _ensure_split
-    from ray_jobs.split import (BIN, LABEL, AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins,
-                                boundary_filter, plan_from_boundaries)
+    from ray_jobs.split import (AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins,
+                                boundary_filter, plan_from_boundaries, sum_bin_counts)
     from ray_jobs.stages.clean import CleanStage
     from ray_jobs.tokenize.stage import TokenizeStage
 
@@ -329,13 +329,15 @@ def plain_main(variant: str, overrides: list[str], part: tuple[int, int] = (0, 1
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     setup_s = 0.0
-    if variant == "clean":
-        st = CleanStage(cfg.clean)
+    if variant in ("clean", "tokenize"):
+        # the recipe adds `split` before the tokenize actors
+        st, col, prep = ((CleanStage(cfg.clean), schema.STATUS, lambda b: b) if variant == "clean"
+                         else (TokenizeStage(cfg.tokenize), schema.SPLIT, _ensure_split))
         st.setup()
         setup_s = time.perf_counter() - t0
-        w = PartWriter(out, schema.STATUS)
+        w = PartWriter(out, col)
         for b in batches():
-            w.write(st(b))
+            w.write(st(prep(b)))
     elif variant == "dedup":
         hs = ExactHashStage(cfg.dedup)
         w = PartWriter(out, schema.STATUS)
@@ -354,23 +356,13 @@ def plain_main(variant: str, overrides: list[str], part: tuple[int, int] = (0, 1
                 w.write(assign(ks(b)))
         else:
             keyed = [ks(b) for b in batches()]
-            counts: dict[str, np.ndarray] = {}
-            for t in map(bin_counts, keyed):  # the same accumulation as pipeline._split_plan
-                for label, b, n in zip(t[LABEL].to_pylist(), t[BIN].to_pylist(), t["n"].to_pylist()):
-                    counts.setdefault(label, np.zeros(1 << 12, dtype=np.int64))[b] += n
+            counts = sum_bin_counts(map(bin_counts, keyed))  # the same accumulation as pipeline._split_plan
             bounds = boundary_bins(counts, cfg.split)
             keep = boundary_filter(bounds)
             plan = plan_from_boundaries(bounds, cfg.split, pa.concat_tables([keep(t) for t in keyed]), counts)
             assign = AssignSplitStage(cfg.split, plan)
             for t in keyed:
                 w.write(assign(t))
-    elif variant == "tokenize":
-        st = TokenizeStage(cfg.tokenize)
-        st.setup()
-        setup_s = time.perf_counter() - t0
-        w = PartWriter(out, schema.SPLIT)
-        for b in batches():
-            w.write(st(_ensure_split(b)))  # the recipe adds `split` before the actors
     else:
         raise SystemExit(f"unknown variant {variant}")
     w.close()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
@@ -79,11 +80,8 @@ def partition_counts(stage_dir: Path) -> dict[str, int]:
 
 
 def column_sum(path: Path, column: str) -> int:
-    total = 0
-    for f in sorted(path.rglob("*.parquet")):
-        col = pq.read_table(f, columns=[column])[column]
-        total += int(sum(x or 0 for x in col.to_pylist())) if len(col) else 0
-    return total
+    return sum(int(pc.sum(pq.read_table(f, columns=[column])[column]).as_py() or 0)
+               for f in sorted(path.rglob("*.parquet")))
 
 
 def stage_stats(run: RunDir, stage: str, rows_in: int | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ worker count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +163,15 @@ class AssignSplitStage(Stage):
 def bin_counts(table: pa.Table) -> pa.Table:
     """Per-batch (label, bin) -> count; the driver adds the partial counts up."""
     return table.group_by([LABEL, BIN]).aggregate([([], "count_all")]).rename_columns([LABEL, BIN, "n"])
+
+
+def sum_bin_counts(partials: Iterable[pa.Table]) -> dict[str, np.ndarray]:
+    """Add up per-batch `bin_counts` tables: label -> rows in each of the 2^BIN_BITS bins."""
+    counts: dict[str, np.ndarray] = {}
+    for t in partials:
+        for label, b, n in zip(t[LABEL].to_pylist(), t[BIN].to_pylist(), t["n"].to_pylist()):
+            counts.setdefault(label, np.zeros(1 << BIN_BITS, dtype=np.int64))[b] += n
+    return counts
 
 
 def boundary_filter(bounds: dict[str, list[tuple[int, int]]]):

@@ -9,7 +9,7 @@ import pytest
 from ray_jobs.config import SplitConfig
 from ray_jobs.split import (
     AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter, plan_from_boundaries,
-    target_counts,
+    sum_bin_counts, target_counts,
 )
 
 
@@ -20,10 +20,7 @@ def _assign(table: pa.Table, cfg: SplitConfig, batches: int = 1) -> pa.Table:
     parts = [keyed.slice(a, b - a) for a, b in zip(edges, edges[1:]) if b > a]
     plan = SplitPlan({})
     if cfg.stratify_by:
-        counts: dict[str, np.ndarray] = {}
-        for p in parts:
-            for lab, b, n in zip(*bin_counts(p).to_pydict().values()):
-                counts.setdefault(lab, np.zeros(4096, np.int64))[b] += n
+        counts = sum_bin_counts(bin_counts(p) for p in parts)
         bounds = boundary_bins(counts, cfg)
         rows = pa.concat_tables([boundary_filter(bounds)(p) for p in parts])
         plan = plan_from_boundaries(bounds, cfg, rows, counts)

@@ -7,47 +7,43 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import ray.data
 
 from ray_jobs import engine, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
+from ray_jobs.io.formats import FileUnit
 from ray_jobs.io.readers import CorpusDatasource, discover
 from ray_jobs.io.writers import export
 from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
 from ray_jobs.split import (
-    BIN, LABEL, AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
-    plan_from_boundaries,
+    AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
+    plan_from_boundaries, sum_bin_counts,
 )
 from ray_jobs.stages.clean import CleanStage
 from ray_jobs.tokenize.stage import TokenizeStage
 
 log = logging.getLogger("ray_jobs")
 
-# How a stage reads a previous stage's output: canonical Parquet with `id` and `text`.
-STAGE_INPUT = InputConfig(paths=("unused",), format="parquet")
+def read_input(input_cfg: InputConfig, units: list[FileUnit] | None = None) -> ray.data.Dataset:
+    return engine.read_datasource(CorpusDatasource(units or discover(input_cfg), input_cfg))
 
 
-def read_input(input_cfg: InputConfig) -> ray.data.Dataset:
-    return engine.read_datasource(CorpusDatasource(discover(input_cfg), input_cfg))
-
-
-def _input_fingerprint(input_cfg: InputConfig) -> list:
-    """Which files, with their sizes and mtimes: a changed input invalidates the stage."""
-    units = discover(input_cfg)
+def _input_fingerprint(units: list[FileUnit]) -> list:
+    """Which files, with their sizes: a changed input invalidates the stage."""
     return [(u.relpath, Path(u.path).stat().st_size if Path(u.path).is_file() else u.path) for u in units]
 
 
 def _run_stage(run: RunDir, stage: str, stage_cfg: object, input_cfg: InputConfig, force: bool,
                build: Callable[[ray.data.Dataset], ray.data.Dataset], partition_col: str) -> bool:
-    fp = fingerprint(stage, to_dict(stage_cfg), to_dict(input_cfg), _input_fingerprint(input_cfg))
+    units = discover(input_cfg)  # once: the fingerprint and the read see the same file list
+    fp = fingerprint(stage, to_dict(stage_cfg), to_dict(input_cfg), _input_fingerprint(units))
     if run.is_done(stage, fp, force):
         log.info("stage %s already done in %s: skipped (use --force to redo)", stage, run.stage_dir(stage))
         return False
     run.invalidate_after(stage)
-    engine.write_partitioned(build(read_input(input_cfg)), run.stage_dir(stage), partition_col)
+    engine.write_partitioned(build(read_input(input_cfg, units)), run.stage_dir(stage), partition_col)
     run.mark_done(stage, fp)
     return True
 
@@ -75,10 +71,7 @@ def _split_plan(cfg: RunConfig, keyed: ray.data.Dataset) -> SplitPlan:
     """Stratified: the two streaming passes of split.py (per-bin counts, then the boundary bins' rows)."""
     if not cfg.split.stratify_by:
         return SplitPlan({})
-    counts: dict[str, np.ndarray] = {}
-    for t in engine.iter_tables(engine.map_tables(keyed, bin_counts, batch_size=cfg.ray.batch_size)):
-        for label, b, n in zip(t[LABEL].to_pylist(), t[BIN].to_pylist(), t["n"].to_pylist()):
-            counts.setdefault(label, np.zeros(1 << 12, dtype=np.int64))[b] += n
+    counts = sum_bin_counts(engine.iter_tables(engine.map_tables(keyed, bin_counts, batch_size=cfg.ray.batch_size)))
     bounds = boundary_bins(counts, cfg.split)
     rows = list(engine.iter_tables(engine.map_tables(keyed, boundary_filter(bounds), batch_size=cfg.ray.batch_size)))
     boundary = pa.concat_tables(rows) if rows else None
