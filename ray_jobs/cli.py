@@ -10,7 +10,7 @@ import sys
 
 from ray_jobs.config import load_config
 from ray_jobs.rundir import STAGES, RunDir, run_stats
-from ray_jobs.report.summary import format_rows, format_summary, sample_rows
+from ray_jobs.report.summary import cluster_members, format_cluster, format_rows, format_summary, sample_rows
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--reason", help="only rows with this status (drop reason, kept, quarantined) or split")
     p.add_argument("-n", type=int, default=5)
+    p.add_argument("--cluster", metavar="ID", help="with RUN/dedup: the members of near-dup cluster ID side by "
+                                                   "side with their similarity ('largest' for the largest)")
     return ap
 
 
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.run_dir} holds no finished stage (_SUCCESS.<stage> markers)")
             print(json.dumps(stats, indent=2) if args.json else format_summary(stats))
             return 0 if stats["invariant_ok"] else 1
+        if args.verb == "inspect" and args.cluster:
+            print(format_cluster(*cluster_members(args.path, args.cluster)))
+            return 0
         if args.verb == "inspect":
             print(format_rows(sample_rows(args.path, args.reason, args.n)))
             return 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_jobs.dedup.leakage import LeakageConfig
+from ray_jobs.dedup.lsh import NearDedupConfig
 from ray_jobs.stages.langid import LangIdConfig
 from ray_jobs.stages.normalize import NormalizeConfig
 from ray_jobs.stages.quality import QualityConfig
@@ -89,11 +91,17 @@ class DedupConfig:
     # Rows are shuffled into this many hash buckets; one bucket is deduplicated in one call, so its size
     # bounds worker memory: 1 B docs x 4 kB / 4096 buckets ~ 1 GB per bucket.
     num_buckets: int = 64
+    # Near dedup sizes each shuffle (band buckets, joins, graph rounds) to one partition per this many MB of
+    # its input, at most num_buckets: a reduce task holds one partition. On the 4 MB sample that is 1
+    # partition per shuffle instead of 64, which took the near-dedup joins from 14-16 s to ~2 s each.
+    partition_mb: int = 128
     lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
+    near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH, after exact dedup
 
     def __post_init__(self) -> None:
-        if self.num_buckets < 1:
-            raise ValueError(f"dedup.num_buckets must be >= 1; got {self.num_buckets}")
+        if self.num_buckets < 1 or self.partition_mb < 1:
+            raise ValueError(f"dedup.num_buckets and dedup.partition_mb must be >= 1; got {self.num_buckets}, "
+                             f"{self.partition_mb}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ class RunConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    leakage: LeakageConfig = field(default_factory=LeakageConfig)  # uses dedup.near's MinHash settings
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
 
 

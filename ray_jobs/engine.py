@@ -101,8 +101,41 @@ def map_tables(ds: ray.data.Dataset, fn: Callable[[pa.Table], pa.Table], *,
     return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
 
 
-def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data.Dataset:
-    return ray.data.read_parquet(str(path), columns=columns)
+def join(left: ray.data.Dataset, right: ray.data.Dataset, how: str, on: str,
+         num_partitions: int) -> ray.data.Dataset:
+    """Hash join of two datasets on one column (Ray's distributed join: both sides shuffled by key)."""
+    return left.join(right, join_type=how, num_partitions=num_partitions, on=(on,))
+
+
+def materialize(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Compute once, keep the blocks (spilled to disk when larger than the object store) for several readers."""
+    return ds.materialize()
+
+
+def count(ds: ray.data.Dataset) -> int:
+    """Row count; free on a materialized dataset (block metadata)."""
+    return ds.count()
+
+
+def partitions(ds: ray.data.Dataset, partition_mb: int, max_partitions: int) -> int:
+    """Shuffle partitions for a materialized dataset: one per `partition_mb` of data, at most `max_partitions`.
+    Each partition is one reduce task's input, so this is what bounds worker memory; on small data it also
+    keeps Ray's per-partition fixed cost (~0.2 s each) from dominating."""
+    return max(1, min(max_partitions, -(-ds.size_bytes() // (partition_mb * 1024 * 1024))))
+
+
+def union(first: ray.data.Dataset, *others: ray.data.Dataset) -> ray.data.Dataset:
+    return first.union(*others) if others else first
+
+
+def one_block(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Everything in one block, so one task sees all rows (only for data known to be small)."""
+    return ds.repartition(1)
+
+
+def read_parquet(path: str | Path | list[str], columns: list[str] | None = None) -> ray.data.Dataset:
+    paths = [str(p) for p in path] if isinstance(path, list) else str(path)
+    return ray.data.read_parquet(paths, columns=columns, file_extensions=["parquet"])
 
 
 def read_datasource(datasource: ray.data.Datasource) -> ray.data.Dataset:
@@ -114,8 +147,11 @@ def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Ta
     yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
 
 
-def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str) -> None:
-    """Write Parquet partitioned by `partition_col` (hive folders `col=value/`), atomically.
+def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
+                      extras: dict[str, ray.data.Dataset | str] | None = None) -> None:
+    """Write Parquet partitioned by `partition_col` (hive folders `col=value/`), atomically, plus each of
+    `extras` into its own sub-folder (named with a leading `_`, which Parquet readers skip; a str value is
+    written as that text file instead).
 
     Everything goes to a temporary sibling folder first and is renamed into place when complete, so a crashed
     run never leaves a half-written stage folder that a re-run would mistake for output.
@@ -123,6 +159,14 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str) -
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
     tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
+    for name, extra in (extras or {}).items():
+        assert name.startswith("_"), name
+        if isinstance(extra, str):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(extra)
+        else:
+            extra.write_parquet(str(tmp / name), compression="zstd")
+            (tmp / name).mkdir(exist_ok=True)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -1,8 +1,10 @@
 """The run directory contract and the stats computed from it.
 
     RUN/config.toml              resolved config of the last run
-    RUN/<stage>/status=<s>/      clean, dedup: `kept`, one folder per drop reason, `quarantined`
+    RUN/<stage>/status=<s>/      clean, dedup, leakage: `kept`, one folder per drop reason, `quarantined`
     RUN/<stage>/split=<s>/       split, tokenize: `train`, `val`, `test`
+    RUN/<stage>/_<table>/        a stage's side tables: dedup `_clusters`, `_cluster_sizes`, `_index`;
+                                 leakage `_pairs` (Parquet readers skip `_` folders)
     RUN/_SUCCESS.<stage>         JSON: the stage's fingerprint (config + input) and when it finished
     RUN/stats.json               recomputed from the Parquet footers above, never from worker counters
 
@@ -19,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
 
-STAGES = ("clean", "dedup", "split", "tokenize")
-PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPLIT, "tokenize": schema.SPLIT}
+STAGES = ("clean", "dedup", "split", "leakage", "tokenize")
+PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPLIT, "leakage": schema.STATUS,
+             "tokenize": schema.SPLIT}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -84,6 +88,31 @@ def column_sum(path: Path, column: str) -> int:
                for f in sorted(path.rglob("*.parquet")))
 
 
+def cluster_histogram(sizes_dir: Path, near_rows_in: int) -> dict[str, int]:
+    """Near-dedup clusters by size, in power-of-two bins ("1", "2", "3-4", "5-8", ...), from `_cluster_sizes`
+    (one row per cluster of two or more); every document near dedup saw and no cluster holds is a "1"."""
+    sizes = np.concatenate([pq.read_table(f, columns=["size"])["size"].to_numpy()
+                            for f in sorted(sizes_dir.rglob("*.parquet"))] or [np.empty(0, np.int64)])
+    hist = {"1": max(near_rows_in - int(sizes.sum()), 0)}
+    if len(sizes):
+        bins = np.ceil(np.log2(sizes)).astype(int)  # 2 -> 1, 3-4 -> 2, 5-8 -> 3
+        for b, n in zip(*np.unique(bins, return_counts=True)):
+            lo, hi = 2 ** (b - 1) + 1, 2 ** b
+            hist[str(hi) if lo == hi else f"{lo}-{hi}"] = int(n)
+    return hist
+
+
+def pair_counts(pairs_dir: Path) -> dict[str, int]:
+    """Leakage pairs per split pair ("train~val": n), from `_pairs`."""
+    counts: dict[str, int] = {}
+    for f in sorted(pairs_dir.rglob("*.parquet")):
+        t = pq.read_table(f, columns=["split", "other_split"])
+        for a, b in zip(t["split"].to_pylist(), t["other_split"].to_pylist()):
+            key = "~".join(sorted((a, b)))
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def stage_stats(run: RunDir, stage: str, rows_in: int | None) -> dict[str, Any]:
     """rows_in, rows_out, dropped (reason -> rows), quarantined for one stage, from its files.
 
@@ -109,6 +138,12 @@ def stage_stats(run: RunDir, stage: str, rows_in: int | None) -> dict[str, Any]:
     }
     if stage == "tokenize":
         out["tokens"] = column_sum(run.stage_dir(stage), "num_tokens")
+    sizes_dir = run.stage_dir(stage) / "_cluster_sizes"
+    if sizes_dir.is_dir():
+        out["cluster_sizes"] = cluster_histogram(sizes_dir, rows_out + dropped.get("near_duplicate", 0))
+    pairs_dir = run.stage_dir(stage) / "_pairs"
+    if pairs_dir.is_dir():
+        out["leakage_pairs"] = pair_counts(pairs_dir)
     out["invariant_ok"] = out["rows_in"] == total
     return out
 

@@ -17,5 +17,6 @@ def test_shipped_sample_config_lists_every_key_with_the_defaults():
     cfg = load_config(REPO / "cluster" / "configs" / "sample.toml")
     defaults = RunConfig()
     assert cfg.clean == defaults.clean and cfg.dedup == defaults.dedup and cfg.split == defaults.split
+    assert cfg.leakage == defaults.leakage
     assert cfg.ray == defaults.ray and cfg.input.paths == ("shards/sample/parquet",)
     assert (REPO / cfg.tokenize.tokenizer).resolve() == Path(defaults.tokenize.tokenizer)

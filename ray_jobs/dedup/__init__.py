@@ -1,1 +1,1 @@
-"""Deduplication: exact (hash of the normalised text) now; MinHash-LSH near-dedup builds on the same shape."""
+"""Deduplication: exact (hash of the normalised text), MinHash-LSH near dedup, cross-split leakage."""

@@ -10,14 +10,18 @@ so the dropped row records `duplicate_of` for audit.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
 from ray_jobs import schema
-from ray_jobs.config import DedupConfig
 from ray_jobs.stages.base import Stage
+
+if TYPE_CHECKING:  # config.py imports the dedup configs from this package
+    from ray_jobs.config import DedupConfig
 
 EXACT_DUPLICATE = "exact_duplicate"
 HASH = "_hash"

@@ -12,10 +12,11 @@ import ray.data
 
 from ray_jobs import engine, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
-from ray_jobs.dedup.exact import BUCKET, ExactHashStage, keep_lowest_id
 from ray_jobs.io.formats import FileUnit
 from ray_jobs.io.readers import CorpusDatasource, discover
 from ray_jobs.io.writers import export
+from ray_jobs.jobs import dedup as dedup_recipe
+from ray_jobs.jobs.dedup import leakage as leakage_recipe
 from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
 from ray_jobs.split import (
     AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
@@ -35,15 +36,18 @@ def _input_fingerprint(units: list[FileUnit]) -> list:
     return [(u.relpath, Path(u.path).stat().st_size if Path(u.path).is_file() else u.path) for u in units]
 
 
-def _run_stage(run: RunDir, stage: str, stage_cfg: object, input_cfg: InputConfig, force: bool,
-               build: Callable[[ray.data.Dataset], ray.data.Dataset], partition_col: str) -> bool:
+def _run_stage(run: RunDir, stage: str, stage_cfg: tuple, input_cfg: InputConfig, force: bool,
+               build: Callable[[ray.data.Dataset], ray.data.Dataset | tuple[ray.data.Dataset, dict]],
+               partition_col: str) -> bool:
     units = discover(input_cfg)  # once: the fingerprint and the read see the same file list
-    fp = fingerprint(stage, to_dict(stage_cfg), to_dict(input_cfg), _input_fingerprint(units))
+    fp = fingerprint(stage, [to_dict(c) for c in stage_cfg], to_dict(input_cfg), _input_fingerprint(units))
     if run.is_done(stage, fp, force):
         log.info("stage %s already done in %s: skipped (use --force to redo)", stage, run.stage_dir(stage))
         return False
     run.invalidate_after(stage)
-    engine.write_partitioned(build(read_input(input_cfg, units)), run.stage_dir(stage), partition_col)
+    out = build(read_input(input_cfg, units))
+    ds, extras = out if isinstance(out, tuple) else (out, {})
+    engine.write_partitioned(ds, run.stage_dir(stage), partition_col, extras)
     run.mark_done(stage, fp)
     return True
 
@@ -53,18 +57,14 @@ def clean(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> b
         return engine.apply(ds, CleanStage(cfg.clean), batch_size=cfg.ray.batch_size,
                             actors=cfg.clean.actors, actor_cpus=cfg.clean.actor_cpus)
 
-    return _run_stage(run, "clean", cfg.clean, input_cfg, force, build, schema.STATUS)
+    return _run_stage(run, "clean", (cfg.clean,), input_cfg, force, build, schema.STATUS)
 
 
 def dedup(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
-        if not cfg.dedup.exact:
-            return engine.map_tables(ds, lambda t: schema.set_status(t, pa.array([schema.KEPT] * len(t))),
-                                     batch_size=cfg.ray.batch_size)
-        hashed = engine.apply(ds, ExactHashStage(cfg.dedup), batch_size=cfg.ray.batch_size)
-        return engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.dedup.num_buckets)
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
+        return dedup_recipe.build(ds, cfg.dedup, cfg.ray.batch_size)
 
-    return _run_stage(run, "dedup", cfg.dedup, input_cfg, force, build, schema.STATUS)
+    return _run_stage(run, "dedup", (cfg.dedup,), input_cfg, force, build, schema.STATUS)
 
 
 def _split_plan(cfg: RunConfig, keyed: ray.data.Dataset) -> SplitPlan:
@@ -86,7 +86,14 @@ def split(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> b
         plan = _split_plan(cfg, keyed)
         return engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=cfg.ray.batch_size)
 
-    return _run_stage(run, "split", cfg.split, input_cfg, force, build, schema.SPLIT)
+    return _run_stage(run, "split", (cfg.split,), input_cfg, force, build, schema.SPLIT)
+
+
+def leakage(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
+        return leakage_recipe(engine.materialize(ds), cfg, read_input)
+
+    return _run_stage(run, "leakage", (cfg.leakage, cfg.dedup.near), input_cfg, force, build, schema.STATUS)
 
 
 def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
@@ -97,7 +104,7 @@ def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -
         return engine.apply(ds, TokenizeStage(cfg.tokenize), batch_size=cfg.ray.batch_size,
                             actors=cfg.tokenize.actors, actor_cpus=cfg.tokenize.actor_cpus)
 
-    return _run_stage(run, "tokenize", cfg.tokenize, input_cfg, force, build, schema.SPLIT)
+    return _run_stage(run, "tokenize", (cfg.tokenize,), input_cfg, force, build, schema.SPLIT)
 
 
 def _ensure_split(table: pa.Table) -> pa.Table:
@@ -120,12 +127,11 @@ def _export(cfg: RunConfig, run: RunDir, force: bool) -> None:
     run.mark_done(name, fp)
 
 
-STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "tokenize": tokenize}
+STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "leakage": leakage, "tokenize": tokenize}
 
 
-def stage_input(run: RunDir, stage: str) -> InputConfig:
-    """The kept rows of the stage before `stage` in this run directory."""
-    prev = STAGES[STAGES.index(stage) - 1]
+def stage_input(run: RunDir, prev: str) -> InputConfig:
+    """The kept rows of stage `prev` in this run directory."""
     return InputConfig(paths=(str(run.kept_path(prev)),), format="parquet")
 
 
@@ -135,9 +141,12 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool =
     run = RunDir(cfg.output.dir)
     run.root.mkdir(parents=True, exist_ok=True)
     write_atomic(run.root / "config.toml", to_toml(cfg))
+    if not cfg.leakage.enabled:
+        stages = tuple(s for s in stages if s != "leakage")
+        run.marker("leakage").unlink(missing_ok=True)  # stats must not chain through an earlier run's check
     with engine.ray_session(cfg.ray):
         for i, stage in enumerate(stages):
-            src = (input_cfg or cfg.input) if i == 0 else stage_input(run, stage)
+            src = (input_cfg or cfg.input) if i == 0 else stage_input(run, stages[i - 1])
             STAGE_FUNCS[stage](cfg, run, src, force)
         _export(cfg, run, force)
     stats = write_stats(run)

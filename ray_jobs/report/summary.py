@@ -22,6 +22,8 @@ def format_summary(stats: dict[str, Any]) -> str:
                 detail += f"  tokens={s['tokens']:,}"
         else:
             detail = ""
+        if "cluster_sizes" in s:
+            detail = "near-dup clusters by size: " + "  ".join(f"{k}:{v:,}" for k, v in s["cluster_sizes"].items())
         rows.append((name, f"{s['rows_in']:,}", f"{s['rows_out']:,}", f"{sum(s['dropped'].values()):,}",
                      f"{s['quarantined']:,}", detail))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -51,6 +53,57 @@ def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
             raise ValueError(f"--reason needs a status or split partition under {p}; found columns {names}")
         flt = pc.field(col) == reason
     return ds.head(n, filter=flt)
+
+
+def cluster_members(stage_dir: str | Path, cluster_id: str) -> tuple[pa.Table, list[float]]:
+    """The rows of one near-dedup cluster (representative first) and each one's exact Jaccard similarity to the
+    representative over the shingles the run used. `cluster_id` "largest" picks the largest cluster."""
+    from ray_jobs.dedup.minhash import MinHashConfig, shingle_set  # numpy/numba: only when asked for
+
+    d = Path(stage_dir)
+    if not (d / "_clusters").is_dir():
+        raise ValueError(f"{d} has no _clusters folder; give the dedup stage folder of a run with near dedup "
+                         "(RUN/dedup)")
+    if cluster_id == "largest":
+        sizes = pads.dataset(str(d / "_cluster_sizes"), format="parquet").to_table()
+        if not len(sizes):
+            raise ValueError(f"{d} holds no near-duplicate cluster")
+        cluster_id = sizes.sort_by([("size", "descending"), ("cluster_id", "ascending")])["cluster_id"][0].as_py()
+    ids = pads.dataset(str(d / "_clusters"), format="parquet").to_table(
+        columns=[schema.ID], filter=pc.field("cluster_id") == cluster_id)[schema.ID]
+    rows = pads.dataset(str(d), format="parquet", partitioning="hive").to_table(filter=pc.field(schema.ID).isin(ids))
+    if not len(rows):
+        raise ValueError(f"no cluster {cluster_id!r} under {d}; `ray-jobs inspect {d} --cluster largest` shows one")
+    rep_first = pc.sort_indices(pa.table({"r": pc.not_equal(rows[schema.ID], cluster_id), "id": rows[schema.ID]}),
+                                [("r", "ascending"), ("id", "ascending")])
+    rows = rows.take(rep_first)
+    cfg = _run_minhash_config(d) or MinHashConfig()
+    sets = [shingle_set(t or "", cfg) for t in rows[schema.TEXT].to_pylist()]
+    sims = [len(sets[0] & s) / max(len(sets[0] | s), 1) for s in sets]
+    return rows, sims
+
+
+def _run_minhash_config(stage_dir: Path):
+    """The shingling the run used, from RUN/config.toml, when there is one."""
+    from ray_jobs.config import load_config
+
+    cfg_path = stage_dir.parent / "config.toml"
+    return load_config(cfg_path).dedup.near if cfg_path.is_file() else None
+
+
+def format_cluster(rows: pa.Table, sims: list[float], width: int = 120) -> str:
+    """Each member side by side with the representative (left), with its Jaccard similarity."""
+    col = (width - 3) // 2
+    rep = rows.slice(0, 1).to_pylist()[0]
+    out = [f"cluster {rep[schema.ID]}: {len(rows)} documents"]
+    for row, sim in zip(rows.slice(1).to_pylist(), sims[1:]):
+        out += ["", f"{'representative ' + rep[schema.ID]:<{col}} | {row[schema.ID]}  "
+                    f"status={row.get(schema.STATUS)}  jaccard={sim:.3f}"]
+        left = textwrap.wrap(textwrap.shorten(rep[schema.TEXT] or "", 600, placeholder=" …"), col)
+        right = textwrap.wrap(textwrap.shorten(row[schema.TEXT] or "", 600, placeholder=" …"), col)
+        for i in range(max(len(left), len(right))):
+            out.append(f"{left[i] if i < len(left) else '':<{col}} | {right[i] if i < len(right) else ''}")
+    return "\n".join(out)
 
 
 def format_rows(table: pa.Table, width: int = 100) -> str:

@@ -1,0 +1,158 @@
+"""Near-duplicate candidates: signatures per document, band rows, and star edges per LSH bucket.
+
+Every function here takes and returns an Arrow table, so the engine can run it as a task, in a shuffle
+group, or a test can call it directly.
+
+    documents --SignatureStage--> docs: id, _node, _rank, _old, _keys[bands] (+ _sig[num_perm] when verifying)
+    docs --explode_bands--> band rows: _node, _band, _key, _part (+ _sig)
+    band rows --shuffle on _part--> bucket_edges --> edges: _a, _b (_a > _b: each bucket's members point to its
+                                                    smallest node, a star)
+
+Nodes are the xxh3-64 hash of the document id (uint64): the graph steps work on fixed-width integers instead of
+ids of any length. Two ids with the same hash would count as one node; among 1e9 documents the chance that any
+two collide is ~3 % and the cost is one document wrongly merged into a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ray_jobs import schema
+from ray_jobs.dedup.exact import text_hashes
+from ray_jobs.dedup.minhash import MinHashConfig, band_keys, jaccard_estimate, signatures
+from ray_jobs.stages.base import Stage
+
+NODE, RANK, OLD, KEYS, SIG = "_node", "_rank", "_old", "_keys", "_sig"
+BAND, KEY, PART = "_band", "_key", "_part"
+A, B = "_a", "_b"  # an edge, always _a > _b
+ID_COLUMNS = [schema.ID, NODE, RANK, OLD]  # what choosing a representative needs of a document
+REPRESENTATIVES = ("lowest_id", "longest", "highest_score")
+
+
+@dataclass(frozen=True)
+class NearDedupConfig(MinHashConfig):
+    enabled: bool = True
+    # Candidate pairs from a shared band are false positives with the probability shown by
+    # `candidate_probability`; "signature" drops a bucket member whose estimated Jaccard to the bucket's smallest
+    # member is below the threshold. It carries the 128 x 4-byte signature through the shuffle (~7x its volume).
+    verify: str = "none"  # none | signature
+    # Which member of a cluster is kept: the smallest id (stable across runs and layouts), the longest text, or
+    # the highest value of `score_column`; ties go to the smallest id.
+    representative: str = "lowest_id"
+    score_column: str = ""
+    # Connected components on one worker (scipy) when the candidate graph has at most this many edges
+    # (16 bytes each: 4 M edges = 64 MB); above it, the distributed large-star/small-star rounds.
+    cc_fast_path_max_edges: int = 4_000_000
+    cc_max_rounds: int = 100  # large-star/small-star needs O(log^2 n) rounds; this only guards against a bug
+    # Saved indexes (`RUN/dedup/_index` folders) of corpora already deduplicated: new documents that match them
+    # are dropped, the indexed documents are never touched or recomputed.
+    index_from: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.verify not in ("none", "signature"):
+            raise ValueError(f"dedup.near.verify must be 'none' or 'signature'; got {self.verify!r}")
+        if self.representative not in REPRESENTATIVES:
+            raise ValueError(f"dedup.near.representative must be one of {', '.join(REPRESENTATIVES)}; "
+                             f"got {self.representative!r}")
+        if self.representative == "highest_score" and not self.score_column:
+            raise ValueError("dedup.near.representative = 'highest_score' needs dedup.near.score_column (a numeric "
+                             "column of the input, e.g. a quality score)")
+        if self.cc_fast_path_max_edges < 0 or self.cc_max_rounds < 1:
+            raise ValueError("dedup.near.cc_fast_path_max_edges must be >= 0 and cc_max_rounds >= 1")
+
+
+def node_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return text_hashes(ids, lowercase=False)
+
+
+def partition_of(keys: np.ndarray, num_partitions: int) -> np.ndarray:
+    """Shuffle partition of a uint64 key (keys are already hashes, so the low bits are uniform)."""
+    return (keys % np.uint64(num_partitions)).astype(np.int32)
+
+
+class SignatureStage(Stage):
+    """Documents in, one row per document out: id, node, rank for the representative, band keys (no text)."""
+
+    def __init__(self, cfg: NearDedupConfig) -> None:
+        self.cfg = cfg
+        self.bands, self.rows = cfg.bands_rows()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        sig, has = signatures(table[schema.TEXT], self.cfg)
+        table = table.filter(pa.array(has))  # no text, no shingles: nothing to compare (not dropped, kept as is)
+        sig = sig[has]
+        keys = band_keys(sig, self.bands, self.rows)
+        cols = {
+            schema.ID: table[schema.ID],
+            NODE: pa.array(node_ids(table[schema.ID])),
+            RANK: self._rank(table),
+            OLD: pa.array(np.zeros(len(table), dtype=bool)),
+            KEYS: pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.bands),
+        }
+        if self.cfg.verify == "signature":
+            cols[SIG] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), self.cfg.num_perm)
+        return pa.table(cols)
+
+    def _rank(self, table: pa.Table) -> pa.Array:
+        """Higher rank wins the cluster; equal ranks fall back to the smallest id."""
+        if self.cfg.representative == "longest":
+            return pc.cast(pc.utf8_length(pc.fill_null(table[schema.TEXT], "")), pa.float64())
+        if self.cfg.representative == "highest_score":
+            col = self.cfg.score_column
+            if col not in table.column_names:
+                raise ValueError(f"dedup.near.score_column = {col!r} is not a column of the input; columns: "
+                                 f"{', '.join(table.column_names)}")
+            return pc.fill_null(pc.cast(table[col], pa.float64()), -np.inf)
+        return pa.array(np.zeros(len(table)))
+
+
+def explode_bands(num_partitions: int):
+    """docs -> one row per (document, band); `_part` routes equal (band, key) pairs to one shuffle group."""
+
+    def explode(docs: pa.Table) -> pa.Table:
+        n = len(docs)
+        keys = docs[KEYS].combine_chunks()
+        bands = keys.type.list_size
+        flat = keys.flatten().to_numpy()
+        band = np.tile(np.arange(bands, dtype=np.int16), n)
+        # the band index is mixed into the routing key so that equal keys of different bands spread out
+        routed = flat ^ (band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        cols = {
+            NODE: pa.array(np.repeat(docs[NODE].to_numpy(), bands)),
+            BAND: pa.array(band),
+            KEY: pa.array(flat),
+            PART: pa.array(partition_of(routed, num_partitions)),
+        }
+        if SIG in docs.column_names:
+            cols[SIG] = docs[SIG].combine_chunks().take(pa.array(np.repeat(np.arange(n), bands)))
+        return pa.table(cols)
+
+    return explode
+
+
+def bucket_edges(threshold: float):
+    """One shuffle group of band rows -> edges from each bucket's members to its smallest node."""
+
+    def edges(rows: pa.Table) -> pa.Table:
+        rows = rows.take(pc.sort_indices(rows, [(BAND, "ascending"), (KEY, "ascending"), (NODE, "ascending")]))
+        band = rows[BAND].to_numpy()
+        key = rows[KEY].to_numpy()
+        node = rows[NODE].to_numpy()
+        new = np.ones(len(rows), dtype=bool)
+        new[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+        head = np.maximum.accumulate(np.where(new, np.arange(len(rows)), 0))  # row of each bucket's smallest node
+        keep = node != node[head]  # not the head itself (nor a repeat of it)
+        if SIG in rows.column_names and keep.any():
+            sig = np.asarray(rows[SIG].combine_chunks().flatten()).reshape(len(rows), -1)
+            idx = np.flatnonzero(keep)
+            keep[idx] = jaccard_estimate(sig[idx], sig[head[idx]]) >= threshold
+        a, b = node[keep], node[head[keep]]
+        pairs = np.unique(np.stack([a, b], axis=1), axis=0) if len(a) else np.empty((0, 2), dtype=np.uint64)
+        return pa.table({A: pa.array(pairs[:, 0], pa.uint64()), B: pa.array(pairs[:, 1], pa.uint64())})
+
+    return edges

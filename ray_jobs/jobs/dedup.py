@@ -1,0 +1,214 @@
+"""The dedup recipe: exact dedup, then MinHash-LSH near dedup with distributed connected components.
+
+    rows --exact--> status kept / exact_duplicate                                       (hash shuffle)
+    kept --SignatureStage--> docs (id, node, rank, band keys)                           (tasks)
+    docs (+ saved indexes) --explode_bands--> band rows --bucket_edges--> star edges    (shuffle on band key)
+    edges --components--> (node, label = smallest node of its component)                (fast path or rounds)
+    labels x docs --choose_representatives--> id, cluster, rep, size                    (join + shuffle)
+    rows x clusters --mark--> status kept / near_duplicate, duplicate_of, cluster_id    (join)
+
+Nothing is collected in the driver except row counts and one integer per block per round (the convergence
+test), so its memory does not grow with the corpus. Worker memory is bounded by the shuffle partition size:
+each shuffle gets one partition per `dedup.partition_mb` of its input (at most `dedup.num_buckets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray.data
+
+from ray_jobs import engine, schema
+from ray_jobs.config import DedupConfig, InputConfig, RunConfig
+from ray_jobs.dedup.components import (
+    CLUSTER, REP, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
+    star_labels, union_find_labels,
+)
+from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, ExactHashStage, keep_lowest_id
+from ray_jobs.dedup.leakage import EVAL, cross_split_pairs, leak_bands, mark_leaked, unique_pairs
+from ray_jobs.dedup.lsh import (
+    ID_COLUMNS, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
+)
+
+log = logging.getLogger("ray_jobs")
+
+NEAR_DUPLICATE = "near_duplicate"
+CLUSTER_ID = "cluster_id"
+INDEX, CLUSTERS, CLUSTER_SIZES = "_index", "_clusters", "_cluster_sizes"
+INDEX_META = "_meta.json"
+
+
+def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
+    """The dedup stage's rows (partitioned by status) and its extra tables (`_clusters`, `_index`, ...)."""
+    if cfg.exact:
+        hashed = engine.apply(ds, ExactHashStage(cfg), batch_size=batch_size)
+        rows = engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.num_buckets)
+    else:
+        rows = engine.map_tables(ds, _all_kept, batch_size=None)
+    if not cfg.near.enabled:
+        return rows, {}
+    return near_dedup(engine.materialize(rows), cfg, batch_size)
+
+
+def _all_kept(table: pa.Table) -> pa.Table:
+    table = schema.set_status(table, pa.array([schema.KEPT] * len(table), pa.string()))
+    if DUPLICATE_OF in table.column_names:
+        table = table.drop_columns([DUPLICATE_OF])
+    return table.append_column(DUPLICATE_OF, pa.nulls(len(table), pa.string()))
+
+
+def _only_kept(table: pa.Table) -> pa.Table:
+    return table.filter(pc.equal(table[schema.STATUS], schema.KEPT))
+
+
+def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
+    cfg = dedup_cfg.near
+
+    def parts(ds: ray.data.Dataset) -> int:
+        return engine.partitions(ds, dedup_cfg.partition_mb, dedup_cfg.num_buckets)
+
+    docs = engine.materialize(engine.apply(engine.map_tables(rows, _only_kept, batch_size=None),
+                                           SignatureStage(cfg), batch_size=batch_size))
+    extras: dict = {INDEX: docs.drop_columns([RANK, OLD]), f"{INDEX}/{INDEX_META}": json.dumps(index_meta(cfg))}
+    graph_docs = engine.union(docs, *[read_index(p, cfg) for p in cfg.index_from])
+    doc_parts = parts(docs) * (1 + len(cfg.index_from))
+    bands = engine.map_tables(graph_docs, explode_bands(doc_parts), batch_size=None)
+    edges = engine.materialize(engine.map_groups(bands, PART, bucket_edges(cfg.threshold),
+                                                 num_partitions=doc_parts))
+    n_edges = engine.count(edges)
+    if n_edges == 0:
+        log.info("near dedup: no candidate pairs")
+        return _with_clusters(engine.map_tables(rows, _mark, batch_size=None), extras)
+    edge_parts = parts(edges)
+    labels = components(edges, n_edges, cfg, edge_parts)
+    members = engine.join(labels, graph_docs.select_columns(ID_COLUMNS), "inner", on=NODE,
+                          num_partitions=doc_parts)
+    clusters = engine.materialize(engine.map_groups(members, PART, choose_representatives,
+                                                    num_partitions=edge_parts))
+    new = engine.map_tables(clusters, _only_new, batch_size=None)
+    marked = engine.map_tables(
+        engine.join(rows, new.select_columns([schema.ID, CLUSTER, REP]), "left_outer", on=schema.ID,
+                    num_partitions=parts(rows)),
+        _mark, batch_size=None)
+    extras[CLUSTER_SIZES] = engine.map_tables(clusters, _cluster_sizes, batch_size=None)
+    return _with_clusters(marked, extras)
+
+
+def _with_clusters(marked: ray.data.Dataset, extras: dict) -> tuple[ray.data.Dataset, dict]:
+    """Computed once, written twice: the rows by status, and `_clusters` (id, cluster_id, kept)."""
+    marked = engine.materialize(marked)
+    return marked, {**extras, CLUSTERS: engine.map_tables(marked, clusters_table, batch_size=None)}
+
+
+def components(edges: ray.data.Dataset, n_edges: int, cfg: NearDedupConfig, parts: int) -> ray.data.Dataset:
+    """(node, label, _part of the label) for every node of the candidate graph."""
+    if n_edges <= cfg.cc_fast_path_max_edges:
+        log.info("near dedup: %d candidate edges, connected components on one worker", n_edges)
+        return engine.map_tables(engine.one_block(edges), union_find_labels(parts), batch_size=None)
+    for round_ in range(1, cfg.cc_max_rounds + 1):
+        directed = engine.map_tables(edges, both_directions(parts), batch_size=None)
+        large = engine.materialize(engine.map_groups(directed, PART, large_star(parts), num_partitions=parts))
+        markers = sum(t["markers"][0].as_py() for t in engine.iter_tables(
+            engine.map_tables(large, count_markers, batch_size=None), batch_size=None))
+        log.info("near dedup: connected components round %d: %d nodes not yet in a star", round_, markers)
+        if markers == 0:
+            return engine.map_tables(large, star_labels(parts), batch_size=None)
+        edges = engine.materialize(engine.map_groups(large, PART, small_star(parts), num_partitions=parts))
+    raise RuntimeError(f"connected components did not converge in dedup.near.cc_max_rounds = {cfg.cc_max_rounds} "
+                       "rounds; raise it (large-star/small-star needs O(log^2 n) rounds)")
+
+
+def _only_new(table: pa.Table) -> pa.Table:
+    """Documents of this run (indexed ones from earlier runs are matched against, never re-marked)."""
+    return table.filter(pc.invert(table[OLD]))
+
+
+def _cluster_sizes(table: pa.Table) -> pa.Table:
+    reps = table.filter(table[REP])
+    return pa.table({CLUSTER_ID: reps[CLUSTER], "size": reps[SIZE]})
+
+
+def _mark(table: pa.Table) -> pa.Table:
+    """Near duplicates get status near_duplicate and duplicate_of = their representative; every row gets its
+    cluster_id (its representative, its exact-duplicate keeper, or itself)."""
+    n = len(table)
+    cluster = table[CLUSTER] if CLUSTER in table.column_names else pa.nulls(n, pa.string())
+    rep = table[REP] if REP in table.column_names else pa.nulls(n, pa.bool_())
+    near = pc.and_(pc.equal(table[schema.STATUS], schema.KEPT), pc.equal(pc.fill_null(rep, True), False))
+    status = pc.if_else(near, NEAR_DUPLICATE, table[schema.STATUS])
+    duplicate_of = pc.if_else(near, cluster, table[DUPLICATE_OF])
+    cluster_id = pc.coalesce(cluster, table[DUPLICATE_OF], table[schema.ID])
+    table = table.drop_columns([c for c in (CLUSTER, REP, CLUSTER_ID, DUPLICATE_OF) if c in table.column_names])
+    table = schema.set_status(table, status)
+    return table.append_column(DUPLICATE_OF, duplicate_of).append_column(CLUSTER_ID, cluster_id)
+
+
+def clusters_table(table: pa.Table) -> pa.Table:
+    """`_clusters`: one row per input document."""
+    return pa.table({schema.ID: table[schema.ID], CLUSTER_ID: table[CLUSTER_ID],
+                     "kept": pc.equal(table[schema.STATUS], schema.KEPT)})
+
+
+def index_meta(cfg: NearDedupConfig) -> dict:
+    """What makes two indexes' band keys comparable."""
+    bands, rows = cfg.bands_rows()
+    return {"shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
+            "bands": bands, "rows": rows, "signatures": cfg.verify == "signature"}
+
+
+def read_index(path: str, cfg: NearDedupConfig) -> ray.data.Dataset:
+    """A saved index, its documents marked old (they win their clusters and are never re-marked)."""
+    p = Path(path)
+    if (p / INDEX).is_dir():  # the run's dedup folder was given
+        p = p / INDEX
+    meta_path = p / INDEX_META
+    if not meta_path.is_file():
+        raise ValueError(f"dedup.near.index_from: {path} is not a saved index (no {INDEX_META}); give the "
+                         f"`dedup/{INDEX}` folder of an earlier run")
+    have, want = json.loads(meta_path.read_text()), index_meta(cfg)
+    if cfg.verify != "signature":
+        have.pop("signatures"), want.pop("signatures")
+    if have != want:
+        diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+        raise ValueError(f"dedup.near.index_from: {path} was built with other MinHash settings "
+                         f"(index vs this run: {diff}); run with the index's settings or rebuild it")
+    return engine.map_tables(engine.read_parquet(p), _as_old, batch_size=None)
+
+
+def _as_old(table: pa.Table) -> pa.Table:
+    return table.append_column(RANK, pa.array(np.zeros(len(table)))).append_column(
+        OLD, pa.array(np.ones(len(table), dtype=bool)))
+
+
+def leakage(rows: ray.data.Dataset, cfg: RunConfig,
+            read_input: Callable[[InputConfig], ray.data.Dataset]) -> tuple[ray.data.Dataset, dict]:
+    """Near-duplicate pairs across splits and against cfg.leakage.eval_paths; leaked train rows marked.
+
+    The pairs are few (dedup ran before the split), so they are gathered into one task and their train ids
+    broadcast to the marking tasks: ~6 MB for 100k leaked documents."""
+    if schema.SPLIT not in rows.columns():
+        raise ValueError("the leakage check needs a `split` column (train/val/test); run it on a split stage's "
+                         "output (RUN/split) or an input that has one")
+    near, parts = cfg.dedup.near, engine.partitions(rows, cfg.dedup.partition_mb, cfg.dedup.num_buckets)
+    bands = [engine.map_tables(rows, leak_bands(near, parts), batch_size=cfg.ray.batch_size)]
+    for path in cfg.leakage.eval_paths:
+        evals = read_input(dataclasses.replace(cfg.input, paths=(path,), format="auto"))
+        bands.append(engine.map_tables(evals, leak_bands(near, parts, split=EVAL), batch_size=cfg.ray.batch_size))
+    pairs = engine.map_groups(engine.union(*bands), PART, cross_split_pairs(near.threshold), num_partitions=parts)
+    pairs = engine.materialize(engine.map_tables(engine.one_block(pairs), unique_pairs, batch_size=None))
+    leaked: list[str] = []
+    if cfg.leakage.drop_train:
+        for t in engine.iter_tables(pairs, batch_size=None):
+            bad = pc.and_(pc.equal(t["split"], "train"), pc.not_equal(t["other_split"], "train"))
+            leaked += pc.filter(t["id"], bad).to_pylist()
+    leaked_ids = pa.array(sorted(set(leaked)), pa.string())
+    log.info("leakage: %d cross-split pairs, %d train rows dropped", engine.count(pairs), len(leaked_ids))
+    marked = engine.map_tables(rows, lambda t: mark_leaked(t, leaked_ids), batch_size=None)
+    return marked, {"_pairs": pairs}
