@@ -95,13 +95,17 @@ class DedupConfig:
     # its input, at most num_buckets: a reduce task holds one partition. On the 4 MB sample that is 1
     # partition per shuffle instead of 64, which took the near-dedup joins from 14-16 s to ~2 s each.
     partition_mb: int = 128
+    # At most this many documents in near-dup clusters: the cluster table (~100 bytes a row, 200 MB at 2 M) goes
+    # to every worker and the rows are marked where they are. Above it, a hash join shuffles the rows by id (on
+    # 100 MB here the join cost ~6 s of a 59 s run, and it moves all the text through the object store).
+    broadcast_max_rows: int = 2_000_000
     lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
     near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH, after exact dedup
 
     def __post_init__(self) -> None:
-        if self.num_buckets < 1 or self.partition_mb < 1:
-            raise ValueError(f"dedup.num_buckets and dedup.partition_mb must be >= 1; got {self.num_buckets}, "
-                             f"{self.partition_mb}")
+        if self.num_buckets < 1 or self.partition_mb < 1 or self.broadcast_max_rows < 0:
+            raise ValueError(f"dedup.num_buckets and dedup.partition_mb must be >= 1, broadcast_max_rows >= 0; got "
+                             f"{self.num_buckets}, {self.partition_mb}, {self.broadcast_max_rows}")
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,29 @@ def join(left: ray.data.Dataset, right: ray.data.Dataset, how: str, on: str,
     return left.join(right, join_type=how, num_partitions=num_partitions, on=(on,))
 
 
+_SIDE_TABLES: dict[str, Callable[[pa.Table], pa.Table]] = {}  # per worker process: token -> built function
+
+
+def map_with_side_table(ds: ray.data.Dataset, side: ray.data.Dataset,
+                        make_fn: Callable[[pa.Table], Callable[[pa.Table], pa.Table]]) -> ray.data.Dataset:
+    """Map `ds` with a function built from a small dataset, instead of a join that would shuffle `ds`.
+
+    The side dataset's blocks stay in the object store (never pulled through the driver); each worker process
+    fetches them once, calls `make_fn(side_table)` once (e.g. to build a hash index) and reuses the result for
+    every block it maps. Memory: one copy of the side table per worker process, so callers cap its size."""
+    refs = side.to_arrow_refs()
+    token = uuid.uuid4().hex
+
+    def fn(table: pa.Table) -> pa.Table:
+        if token not in _SIDE_TABLES:
+            _SIDE_TABLES.clear()  # one side table at a time per worker: an earlier stage's is garbage now
+            tables = ray.get(refs)
+            _SIDE_TABLES[token] = make_fn(pa.concat_tables(tables) if tables else pa.table({}))
+        return _SIDE_TABLES[token](table)
+
+    return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+
+
 def materialize(ds: ray.data.Dataset) -> ray.data.Dataset:
     """Compute once, keep the blocks (spilled to disk when larger than the object store) for several readers."""
     return ds.materialize()

@@ -10,6 +10,7 @@ quarantined rows and is null otherwise.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ID = "id"
 TEXT = "text"
@@ -36,6 +37,13 @@ BOOKKEEPING_FIELDS = (
     pa.field(STATUS, pa.string()),
 )
 RESERVED = {f.name for f in CORE_FIELDS + BOOKKEEPING_FIELDS}
+
+
+def initial_status(table: pa.Table) -> pa.Array:
+    """`quarantined` where the reader left an `_error`, `kept` elsewhere: the status a first stage starts from."""
+    if ERROR not in table.column_names:
+        return pa.array([KEPT] * len(table), pa.string())
+    return pc.if_else(pc.is_valid(table[ERROR]), QUARANTINED, KEPT)
 
 
 def set_status(table: pa.Table, status: pa.Array) -> pa.Table:

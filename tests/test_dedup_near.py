@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.dedup.components import (
-    CLUSTER, LABEL, REP, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
+    CLUSTER, LABEL, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
     star_labels, union_find_labels,
 )
 from ray_jobs.dedup.leakage import cross_split_pairs, leak_bands, mark_leaked, unique_pairs
 from ray_jobs.dedup.lsh import (
-    A, B, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
+    A, B, HASH, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
 )
 from tests.conftest import SAMPLE
 
@@ -100,11 +100,11 @@ def test_signature_verification_drops_false_candidates():
     assert min(est) >= 0.85
 
 
-def _members(ids, ranks, old=None, label=1) -> pa.Table:
+def _members(ids, ranks, old=None, hashes=None) -> pa.Table:
     n = len(ids)
-    return pa.table({NODE: pa.array(range(n), pa.uint64()), LABEL: pa.array([label] * n, pa.uint64()),
-                     PART: [0] * n, "id": ids, RANK: pa.array(ranks, pa.float64()),
-                     OLD: pa.array(old or [False] * n)})
+    return pa.table({NODE: pa.array(range(n), pa.uint64()), LABEL: pa.array([1] * n, pa.uint64()),
+                     PART: [0] * n, "id": ids, HASH: pa.array(hashes or range(n), pa.uint64()),
+                     RANK: pa.array(ranks, pa.float64()), OLD: pa.array(old or [False] * n)})
 
 
 @pytest.mark.parametrize("ranks,old,rep", [
@@ -116,6 +116,11 @@ def test_choose_representatives(ranks, old, rep):
     out = choose_representatives(_members(["a", "b", "c"], ranks, old))
     got = {r["id"]: (r[CLUSTER], r[REP], r[SIZE]) for r in out.to_pylist()}
     assert got == {i: (rep, i == rep, 3) for i in "abc"}
+
+
+def test_members_with_the_representatives_text_are_exact_duplicates():
+    out = choose_representatives(_members(["a", "b", "c"], [0, 0, 0], hashes=[7, 7, 8]))
+    assert out[SAME].to_pylist() == [True, True, False]
 
 
 def test_a_document_listed_twice_counts_once():

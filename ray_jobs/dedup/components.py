@@ -21,10 +21,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ray_jobs import schema
-from ray_jobs.dedup.lsh import A, B, NODE, OLD, PART, RANK, partition_of
+from ray_jobs.dedup.lsh import A, B, HASH, NODE, OLD, PART, RANK, partition_of
 
 LABEL = "_label"
-CLUSTER, REP, SIZE = "_cluster", "_rep", "_size"
+CLUSTER, REP, SIZE, SAME = "_cluster", "_rep", "_size", "_same"
 
 
 def _edges(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -143,9 +143,10 @@ def union_find_labels(num_partitions: int):
 
 
 def choose_representatives(rows: pa.Table) -> pa.Table:
-    """Members of whole components (node, label, id, rank, old) -> id, cluster (the representative's id),
-    rep (is it the representative), size. Indexed (old) documents win, then the highest rank, then the
-    smallest id, so the choice does not depend on block layout or worker count."""
+    """Members of whole components (node, label, id, hash, rank, old) -> id, cluster (the representative's id),
+    rep (is it the representative), same (is its text hash the representative's: an exact duplicate), size.
+    Indexed (old) documents win, then the highest rank, then the smallest id, so the choice does not depend on
+    block layout or worker count."""
     rows = rows.take(pc.sort_indices(rows, [(LABEL, "ascending"), (OLD, "descending"), (RANK, "descending"),
                                             (schema.ID, "ascending")]))
     label = rows[LABEL].to_numpy()
@@ -158,12 +159,14 @@ def choose_representatives(rows: pa.Table) -> pa.Table:
     sizes = np.diff(np.append(starts, len(label)))
     head = np.repeat(starts, sizes)
     ids = rows[schema.ID].combine_chunks()
+    hashes = rows[HASH].to_numpy()
     is_rep = np.zeros(len(rows), dtype=bool)
     is_rep[starts] = True
     return pa.table({
         schema.ID: ids,
         CLUSTER: ids.take(pa.array(head)),
         REP: pa.array(is_rep),
+        SAME: pa.array(hashes == hashes[head]),
         SIZE: pa.array(np.repeat(sizes, sizes).astype(np.int64)),
         OLD: rows[OLD],
     })

@@ -49,7 +49,19 @@ class ExactHashStage(Stage):
 
 
 def keep_lowest_id(table: pa.Table) -> pa.Table:
-    """One bucket in, the same rows out with `status` kept/exact_duplicate and `duplicate_of`; helper columns gone."""
+    """One bucket in, the same rows out with `status` kept/exact_duplicate and `duplicate_of`; helper columns gone.
+    Rows whose status is already something else (quarantined) pass through untouched."""
+    if schema.STATUS in table.column_names:
+        mine = pc.equal(table[schema.STATUS], schema.KEPT)
+        others = table.filter(pc.invert(mine))
+        if len(others):
+            others = others.drop_columns([c for c in (HASH, BUCKET, DUPLICATE_OF) if c in others.column_names])
+            others = others.append_column(DUPLICATE_OF, pa.nulls(len(others), pa.string()))
+            return pa.concat_tables([_keep_lowest(table.filter(mine)), others])
+    return _keep_lowest(table)
+
+
+def _keep_lowest(table: pa.Table) -> pa.Table:
     table = table.take(pc.sort_indices(table, sort_keys=[(HASH, "ascending"), (schema.ID, "ascending")]))
     hashes = table[HASH].to_numpy()
     first = np.ones(len(hashes), dtype=bool)

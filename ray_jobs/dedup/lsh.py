@@ -3,7 +3,7 @@
 Every function here takes and returns an Arrow table, so the engine can run it as a task, in a shuffle
 group, or a test can call it directly.
 
-    documents --SignatureStage--> docs: id, _node, _rank, _old, _keys[bands] (+ _sig[num_perm] when verifying)
+    documents --SignatureStage--> docs: id, _node, _hash, _rank, _old, _keys[bands] (+ _sig when verifying)
     docs --explode_bands--> band rows: _node, _band, _key, _part (+ _sig)
     band rows --shuffle on _part--> bucket_edges --> edges: _a, _b (_a > _b: each bucket's members point to its
                                                     smallest node, a star)
@@ -26,10 +26,10 @@ from ray_jobs.dedup.exact import text_hashes
 from ray_jobs.dedup.minhash import MinHashConfig, band_keys, jaccard_estimate, signatures
 from ray_jobs.stages.base import Stage
 
-NODE, RANK, OLD, KEYS, SIG = "_node", "_rank", "_old", "_keys", "_sig"
+NODE, HASH, RANK, OLD, KEYS, SIG = "_node", "_hash", "_rank", "_old", "_keys", "_sig"
 BAND, KEY, PART = "_band", "_key", "_part"
 A, B = "_a", "_b"  # an edge, always _a > _b
-ID_COLUMNS = [schema.ID, NODE, RANK, OLD]  # what choosing a representative needs of a document
+ID_COLUMNS = [schema.ID, NODE, HASH, RANK, OLD]  # what choosing a representative needs of a document
 REPRESENTATIVES = ("lowest_id", "longest", "highest_score")
 
 
@@ -76,20 +76,24 @@ def partition_of(keys: np.ndarray, num_partitions: int) -> np.ndarray:
 
 
 class SignatureStage(Stage):
-    """Documents in, one row per document out: id, node, rank for the representative, band keys (no text)."""
+    """Documents in, one row per document out: id, node, exact hash, rank for the representative, band keys.
 
-    def __init__(self, cfg: NearDedupConfig) -> None:
+    Identical texts have identical signatures, so they always meet in every band: exact duplicates are found by
+    the same graph, and `_hash` (xxh3-64 of the lower-cased text, as exact dedup) tells them apart from near
+    ones. Documents with no text all get the empty signature (all values at the maximum), so they meet too."""
+
+    def __init__(self, cfg: NearDedupConfig, lowercase: bool = True) -> None:
         self.cfg = cfg
+        self.lowercase = lowercase
         self.bands, self.rows = cfg.bands_rows()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        sig, has = signatures(table[schema.TEXT], self.cfg)
-        table = table.filter(pa.array(has))  # no text, no shingles: nothing to compare (not dropped, kept as is)
-        sig = sig[has]
+        sig, _ = signatures(table[schema.TEXT], self.cfg)
         keys = band_keys(sig, self.bands, self.rows)
         cols = {
             schema.ID: table[schema.ID],
             NODE: pa.array(node_ids(table[schema.ID])),
+            HASH: pa.array(text_hashes(table[schema.TEXT], self.lowercase)),
             RANK: self._rank(table),
             OLD: pa.array(np.zeros(len(table), dtype=bool)),
             KEYS: pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.bands),

@@ -1,11 +1,14 @@
-"""The dedup recipe: exact dedup, then MinHash-LSH near dedup with distributed connected components.
+"""The dedup recipe: exact and MinHash-LSH near dedup in one graph, with distributed connected components.
 
-    rows --exact--> status kept / exact_duplicate                                       (hash shuffle)
-    kept --SignatureStage--> docs (id, node, rank, band keys)                           (tasks)
+    rows --SignatureStage--> docs (id, node, text hash, rank, band keys)                (tasks)
     docs (+ saved indexes) --explode_bands--> band rows --bucket_edges--> star edges    (shuffle on band key)
     edges --components--> (node, label = smallest node of its component)                (fast path or rounds)
     labels x docs --choose_representatives--> id, cluster, rep, size                    (join + shuffle)
-    rows x clusters --mark--> status kept / near_duplicate, duplicate_of, cluster_id    (join)
+    rows x clusters --mark--> status kept / exact_duplicate / near_duplicate, duplicate_of, cluster_id (join)
+
+Identical texts share every band, so exact duplicates land in the clusters too; a member whose text hash equals
+its representative's is an exact duplicate, any other non-representative a near duplicate. One shuffle of the
+rows (the final join) serves both; with near dedup off, exact dedup is its own hash shuffle (`dedup/exact.py`).
 
 Nothing is collected in the driver except row counts and one integer per block per round (the convergence
 test), so its memory does not grow with the corpus. Worker memory is bounded by the shuffle partition size:
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
@@ -28,10 +32,10 @@ import ray.data
 from ray_jobs import engine, schema
 from ray_jobs.config import DedupConfig, InputConfig, RunConfig
 from ray_jobs.dedup.components import (
-    CLUSTER, REP, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
+    CLUSTER, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
     star_labels, union_find_labels,
 )
-from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, ExactHashStage, keep_lowest_id
+from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id
 from ray_jobs.dedup.leakage import EVAL, cross_split_pairs, leak_bands, mark_leaked, unique_pairs
 from ray_jobs.dedup.lsh import (
     ID_COLUMNS, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
@@ -43,24 +47,25 @@ NEAR_DUPLICATE = "near_duplicate"
 CLUSTER_ID = "cluster_id"
 INDEX, CLUSTERS, CLUSTER_SIZES = "_index", "_clusters", "_cluster_sizes"
 INDEX_META = "_meta.json"
+INDEX_FORMAT = 2  # 2: rows carry the exact text hash (`_hash`)
 
 
 def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
     """The dedup stage's rows (partitioned by status) and its extra tables (`_clusters`, `_index`, ...)."""
-    if cfg.exact:
-        hashed = engine.apply(ds, ExactHashStage(cfg), batch_size=batch_size)
-        rows = engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.num_buckets)
-    else:
-        rows = engine.map_tables(ds, _all_kept, batch_size=None)
-    if not cfg.near.enabled:
-        return rows, {}
-    return near_dedup(engine.materialize(rows), cfg, batch_size)
+    if cfg.near.enabled:
+        return near_dedup(engine.materialize(engine.map_tables(ds, _all_kept, batch_size=None)), cfg, batch_size)
+    if not cfg.exact:
+        return engine.map_tables(ds, _all_kept, batch_size=None), {}
+    hashed = engine.apply(engine.map_tables(ds, _all_kept, batch_size=None), ExactHashStage(cfg),
+                          batch_size=batch_size)
+    return engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.num_buckets), {}
 
 
 def _all_kept(table: pa.Table) -> pa.Table:
-    table = schema.set_status(table, pa.array([schema.KEPT] * len(table), pa.string()))
-    if DUPLICATE_OF in table.column_names:
-        table = table.drop_columns([DUPLICATE_OF])
+    """status kept (quarantined where the reader could not parse the record), no duplicate_of or cluster_id yet
+    (an input that is itself a dedup output has them)."""
+    table = schema.set_status(table, schema.initial_status(table))
+    table = table.drop_columns([c for c in (DUPLICATE_OF, CLUSTER_ID) if c in table.column_names])
     return table.append_column(DUPLICATE_OF, pa.nulls(len(table), pa.string()))
 
 
@@ -74,8 +79,9 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
     def parts(ds: ray.data.Dataset) -> int:
         return engine.partitions(ds, dedup_cfg.partition_mb, dedup_cfg.num_buckets)
 
-    docs = engine.materialize(engine.apply(engine.map_tables(rows, _only_kept, batch_size=None),
-                                           SignatureStage(cfg), batch_size=batch_size))
+    kept = engine.map_tables(rows, _only_kept, batch_size=None)
+    docs = engine.materialize(engine.apply(kept, SignatureStage(cfg, dedup_cfg.lowercase), batch_size=batch_size))
+    mark = _marker(dedup_cfg.exact)
     extras: dict = {INDEX: docs.drop_columns([RANK, OLD]), f"{INDEX}/{INDEX_META}": json.dumps(index_meta(cfg))}
     graph_docs = engine.union(docs, *[read_index(p, cfg) for p in cfg.index_from])
     doc_parts = parts(docs) * (1 + len(cfg.index_from))
@@ -85,20 +91,36 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
     n_edges = engine.count(edges)
     if n_edges == 0:
         log.info("near dedup: no candidate pairs")
-        return _with_clusters(engine.map_tables(rows, _mark, batch_size=None), extras)
+        return _with_clusters(engine.map_tables(rows, mark, batch_size=None), extras)
     edge_parts = parts(edges)
     labels = components(edges, n_edges, cfg, edge_parts)
     members = engine.join(labels, graph_docs.select_columns(ID_COLUMNS), "inner", on=NODE,
                           num_partitions=doc_parts)
     clusters = engine.materialize(engine.map_groups(members, PART, choose_representatives,
                                                     num_partitions=edge_parts))
-    new = engine.map_tables(clusters, _only_new, batch_size=None)
-    marked = engine.map_tables(
-        engine.join(rows, new.select_columns([schema.ID, CLUSTER, REP]), "left_outer", on=schema.ID,
-                    num_partitions=parts(rows)),
-        _mark, batch_size=None)
+    new = engine.materialize(engine.map_tables(clusters, _only_new, batch_size=None)
+                             .select_columns([schema.ID, CLUSTER, REP, SAME]))
+    if engine.count(new) <= dedup_cfg.broadcast_max_rows:  # every worker gets the cluster table: no row shuffle
+        marked = engine.map_with_side_table(rows, new, lambda side: _looked_up(side, mark))
+    else:  # a hash join: rows and cluster members shuffled by id, one partition per partition_mb
+        marked = engine.map_tables(engine.join(rows, new, "left_outer", on=schema.ID, num_partitions=parts(rows)),
+                                   mark, batch_size=None)
     extras[CLUSTER_SIZES] = engine.map_tables(clusters, _cluster_sizes, batch_size=None)
     return _with_clusters(marked, extras)
+
+
+def _looked_up(side: pa.Table, mark: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table], pa.Table]:
+    """What the left join gives, from a hash index of the cluster table built once per worker (pandas Index)."""
+    index = pd.Index(side[schema.ID].to_pandas()) if len(side) else pd.Index([], dtype=object)
+
+    def fn(table: pa.Table) -> pa.Table:
+        pos = index.get_indexer(table[schema.ID].to_pandas())
+        take = pa.array(pos, mask=pos < 0)
+        for col in (CLUSTER, REP, SAME):
+            table = table.append_column(col, side[col].take(take) if len(side) else pa.nulls(len(table)))
+        return mark(table)
+
+    return fn
 
 
 def _with_clusters(marked: ray.data.Dataset, extras: dict) -> tuple[ray.data.Dataset, dict]:
@@ -135,19 +157,27 @@ def _cluster_sizes(table: pa.Table) -> pa.Table:
     return pa.table({CLUSTER_ID: reps[CLUSTER], "size": reps[SIZE]})
 
 
-def _mark(table: pa.Table) -> pa.Table:
-    """Near duplicates get status near_duplicate and duplicate_of = their representative; every row gets its
-    cluster_id (its representative, its exact-duplicate keeper, or itself)."""
-    n = len(table)
-    cluster = table[CLUSTER] if CLUSTER in table.column_names else pa.nulls(n, pa.string())
-    rep = table[REP] if REP in table.column_names else pa.nulls(n, pa.bool_())
-    near = pc.and_(pc.equal(table[schema.STATUS], schema.KEPT), pc.equal(pc.fill_null(rep, True), False))
-    status = pc.if_else(near, NEAR_DUPLICATE, table[schema.STATUS])
-    duplicate_of = pc.if_else(near, cluster, table[DUPLICATE_OF])
-    cluster_id = pc.coalesce(cluster, table[DUPLICATE_OF], table[schema.ID])
-    table = table.drop_columns([c for c in (CLUSTER, REP, CLUSTER_ID, DUPLICATE_OF) if c in table.column_names])
-    table = schema.set_status(table, status)
-    return table.append_column(DUPLICATE_OF, duplicate_of).append_column(CLUSTER_ID, cluster_id)
+def _marker(exact: bool):
+    """Rows joined with their cluster (null when in none) -> status, duplicate_of, cluster_id. A member that is
+    not its cluster's representative is an exact_duplicate when its text hash is the representative's (and exact
+    dedup is on), else a near_duplicate; duplicate_of is the representative; cluster_id is the representative
+    for every member and the row's own id outside clusters."""
+
+    def mark(table: pa.Table) -> pa.Table:
+        n = len(table)
+        cols = table.column_names
+        cluster = table[CLUSTER] if CLUSTER in cols else pa.nulls(n, pa.string())
+        dropped = pc.equal(pc.fill_null(table[REP] if REP in cols else pa.nulls(n, pa.bool_()), True), False)
+        same = pc.fill_null(table[SAME] if SAME in cols else pa.nulls(n, pa.bool_()), False)
+        exact_dup = pc.and_(dropped, same) if exact else pa.array(np.zeros(n, dtype=bool))
+        status = pc.if_else(exact_dup, EXACT_DUPLICATE, pc.if_else(dropped, NEAR_DUPLICATE, table[schema.STATUS]))
+        duplicate_of = pc.if_else(dropped, cluster, pa.nulls(n, pa.string()))
+        cluster_id = pc.coalesce(cluster, table[schema.ID])
+        table = table.drop_columns([c for c in (CLUSTER, REP, SAME, CLUSTER_ID, DUPLICATE_OF) if c in cols])
+        table = schema.set_status(table, status)
+        return table.append_column(DUPLICATE_OF, duplicate_of).append_column(CLUSTER_ID, cluster_id)
+
+    return mark
 
 
 def clusters_table(table: pa.Table) -> pa.Table:
@@ -159,7 +189,7 @@ def clusters_table(table: pa.Table) -> pa.Table:
 def index_meta(cfg: NearDedupConfig) -> dict:
     """What makes two indexes' band keys comparable."""
     bands, rows = cfg.bands_rows()
-    return {"shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
+    return {"format": INDEX_FORMAT, "shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
             "bands": bands, "rows": rows, "signatures": cfg.verify == "signature"}
 
 
