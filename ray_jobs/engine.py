@@ -60,7 +60,7 @@ class _StageActor:
         return self._stage(table)
 
 
-def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int, actors: int = 1,
+def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors: int = 1,
           actor_cpus: float = 1.0) -> ray.data.Dataset:
     """Run a stage over a dataset: tasks for stateless stages, an actor pool for stateful ones."""
     if not stage.stateful:
@@ -151,14 +151,22 @@ def union(first: ray.data.Dataset, *others: ray.data.Dataset) -> ray.data.Datase
     return first.union(*others) if others else first
 
 
+def rebatch(ds: ray.data.Dataset, rows_per_block: int) -> ray.data.Dataset:
+    """Streaming re-blocking to at most `rows_per_block` rows (small blocks combined): fewer, larger blocks for
+    narrow tables, whose per-block task overhead (~0.1 s here) would otherwise dominate."""
+    return ds.repartition(target_num_rows_per_block=rows_per_block)
+
+
 def one_block(ds: ray.data.Dataset) -> ray.data.Dataset:
     """Everything in one block, so one task sees all rows (only for data known to be small)."""
     return ds.repartition(1)
 
 
 def read_parquet(path: str | Path | list[str], columns: list[str] | None = None) -> ray.data.Dataset:
+    """Parquet files or folders (hive `col=value` folders become columns; `_`/`.` folders are skipped)."""
     paths = [str(p) for p in path] if isinstance(path, list) else str(path)
-    return ray.data.read_parquet(paths, columns=columns, file_extensions=["parquet"])
+    ds = ray.data.read_parquet(paths, file_extensions=["parquet"])
+    return ds.select_columns(columns) if columns else ds
 
 
 def read_datasource(datasource: ray.data.Datasource) -> ray.data.Dataset:
@@ -171,10 +179,12 @@ def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Ta
 
 
 def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
-                      extras: dict[str, ray.data.Dataset | str] | None = None) -> None:
+                      extras: dict[str, ray.data.Dataset | str | Callable[[Path], ray.data.Dataset]] | None = None
+                      ) -> None:
     """Write Parquet partitioned by `partition_col` (hive folders `col=value/`), atomically, plus each of
-    `extras` into its own sub-folder (named with a leading `_`, which Parquet readers skip; a str value is
-    written as that text file instead).
+    `extras` into its own sub-folder (named with a leading `_`, which Parquet readers skip). An extra is a
+    dataset, a text file's content, or a function of the folder just written (to derive a table from the
+    written rows by reading a few columns back instead of computing them twice).
 
     Everything goes to a temporary sibling folder first and is renamed into place when complete, so a crashed
     run never leaves a half-written stage folder that a re-run would mistake for output.
@@ -188,6 +198,7 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(extra)
         else:
+            extra = extra(tmp) if callable(extra) else extra
             extra.write_parquet(str(tmp / name), compression="zstd")
             (tmp / name).mkdir(exist_ok=True)
     if out_dir.exists():

@@ -4,7 +4,8 @@
     docs (+ saved indexes) --explode_bands--> band rows --bucket_edges--> star edges    (shuffle on band key)
     edges --components--> (node, label = smallest node of its component)                (fast path or rounds)
     labels x docs --choose_representatives--> id, cluster, rep, size                    (join + shuffle)
-    rows x clusters --mark--> status kept / exact_duplicate / near_duplicate, duplicate_of, cluster_id (join)
+    rows x clusters --mark--> status kept / exact_duplicate / near_duplicate, duplicate_of, cluster_id
+                                  (cluster table sent to every worker, or a hash join when it is large)
 
 Identical texts share every band, so exact duplicates land in the clusters too; a member whose text hash equals
 its representative's is an exact duplicate, any other non-representative a near duplicate. One shuffle of the
@@ -47,13 +48,16 @@ NEAR_DUPLICATE = "near_duplicate"
 CLUSTER_ID = "cluster_id"
 INDEX, CLUSTERS, CLUSTER_SIZES = "_index", "_clusters", "_cluster_sizes"
 INDEX_META = "_meta.json"
+# Signature rows are ~100 bytes: 100k per block (~10 MB) instead of one block per 4 MB of text (~1k docs), which
+# made every later step over the documents a hundred 0.1 s tasks on 400 MB.
+DOCS_PER_BLOCK = 100_000
 INDEX_FORMAT = 2  # 2: rows carry the exact text hash (`_hash`)
 
 
 def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
     """The dedup stage's rows (partitioned by status) and its extra tables (`_clusters`, `_index`, ...)."""
     if cfg.near.enabled:
-        return near_dedup(engine.materialize(engine.map_tables(ds, _all_kept, batch_size=None)), cfg, batch_size)
+        return near_dedup(engine.map_tables(ds, _all_kept, batch_size=None), cfg, batch_size)
     if not cfg.exact:
         return engine.map_tables(ds, _all_kept, batch_size=None), {}
     hashed = engine.apply(engine.map_tables(ds, _all_kept, batch_size=None), ExactHashStage(cfg),
@@ -74,13 +78,18 @@ def _only_kept(table: pa.Table) -> pa.Table:
 
 
 def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
+    """`rows` is lazy and runs twice: once into signatures, once into the marked rows that are written. Reading
+    the input twice is cheaper than keeping the text in the object store between the passes (400 MB: 77 s with
+    the rows materialised, the text put in and read out of the store three times)."""
     cfg = dedup_cfg.near
 
     def parts(ds: ray.data.Dataset) -> int:
         return engine.partitions(ds, dedup_cfg.partition_mb, dedup_cfg.num_buckets)
 
     kept = engine.map_tables(rows, _only_kept, batch_size=None)
-    docs = engine.materialize(engine.apply(kept, SignatureStage(cfg, dedup_cfg.lowercase), batch_size=batch_size))
+    # whole blocks (batch_size None): Ray fuses the stage into the read task, so only signatures leave it
+    docs = engine.materialize(engine.rebatch(
+        engine.apply(kept, SignatureStage(cfg, dedup_cfg.lowercase), batch_size=None), DOCS_PER_BLOCK))
     mark = _marker(dedup_cfg.exact)
     extras: dict = {INDEX: docs.drop_columns([RANK, OLD]), f"{INDEX}/{INDEX_META}": json.dumps(index_meta(cfg))}
     graph_docs = engine.union(docs, *[read_index(p, cfg) for p in cfg.index_from])
@@ -89,9 +98,12 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
     edges = engine.materialize(engine.map_groups(bands, PART, bucket_edges(cfg.threshold),
                                                  num_partitions=doc_parts))
     n_edges = engine.count(edges)
+    # `_clusters` from the documents (id only) and the cluster table, so the marked rows are computed once
+    doc_ids = engine.map_tables(docs.select_columns([schema.ID]), _all_kept, batch_size=None)
     if n_edges == 0:
         log.info("near dedup: no candidate pairs")
-        return _with_clusters(engine.map_tables(rows, mark, batch_size=None), extras)
+        extras[CLUSTERS] = engine.map_tables(doc_ids, lambda t: clusters_table(mark(t)), batch_size=None)
+        return engine.map_tables(rows, mark, batch_size=None), extras
     edge_parts = parts(edges)
     labels = components(edges, n_edges, cfg, edge_parts)
     members = engine.join(labels, graph_docs.select_columns(ID_COLUMNS), "inner", on=NODE,
@@ -102,11 +114,17 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
                              .select_columns([schema.ID, CLUSTER, REP, SAME]))
     if engine.count(new) <= dedup_cfg.broadcast_max_rows:  # every worker gets the cluster table: no row shuffle
         marked = engine.map_with_side_table(rows, new, lambda side: _looked_up(side, mark))
-    else:  # a hash join: rows and cluster members shuffled by id, one partition per partition_mb
-        marked = engine.map_tables(engine.join(rows, new, "left_outer", on=schema.ID, num_partitions=parts(rows)),
-                                   mark, batch_size=None)
+        extras[CLUSTERS] = engine.map_with_side_table(
+            doc_ids, new, lambda side: (lambda t: clusters_table(_looked_up(side, mark)(t))))
+    else:  # a hash join: rows and cluster members shuffled by id
+        def joined(ds: ray.data.Dataset) -> ray.data.Dataset:
+            return engine.map_tables(engine.join(ds, new, "left_outer", on=schema.ID,
+                                                 num_partitions=dedup_cfg.num_buckets), mark, batch_size=None)
+
+        marked = joined(rows)
+        extras[CLUSTERS] = engine.map_tables(joined(doc_ids), clusters_table, batch_size=None)
     extras[CLUSTER_SIZES] = engine.map_tables(clusters, _cluster_sizes, batch_size=None)
-    return _with_clusters(marked, extras)
+    return marked, extras
 
 
 def _looked_up(side: pa.Table, mark: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table], pa.Table]:
@@ -123,10 +141,6 @@ def _looked_up(side: pa.Table, mark: Callable[[pa.Table], pa.Table]) -> Callable
     return fn
 
 
-def _with_clusters(marked: ray.data.Dataset, extras: dict) -> tuple[ray.data.Dataset, dict]:
-    """Computed once, written twice: the rows by status, and `_clusters` (id, cluster_id, kept)."""
-    marked = engine.materialize(marked)
-    return marked, {**extras, CLUSTERS: engine.map_tables(marked, clusters_table, batch_size=None)}
 
 
 def components(edges: ray.data.Dataset, n_edges: int, cfg: NearDedupConfig, parts: int) -> ray.data.Dataset:
@@ -158,7 +172,7 @@ def _cluster_sizes(table: pa.Table) -> pa.Table:
 
 
 def _marker(exact: bool):
-    """Rows joined with their cluster (null when in none) -> status, duplicate_of, cluster_id. A member that is
+    """Rows with their cluster's columns (null when in none) -> status, duplicate_of, cluster_id. A member that is
     not its cluster's representative is an exact_duplicate when its text hash is the representative's (and exact
     dedup is on), else a near_duplicate; duplicate_of is the representative; cluster_id is the representative
     for every member and the row's own id outside clusters."""
@@ -181,7 +195,7 @@ def _marker(exact: bool):
 
 
 def clusters_table(table: pa.Table) -> pa.Table:
-    """`_clusters`: one row per input document."""
+    """`_clusters`: one row per document dedup compared (every input row but the quarantined ones)."""
     return pa.table({schema.ID: table[schema.ID], CLUSTER_ID: table[CLUSTER_ID],
                      "kept": pc.equal(table[schema.STATUS], schema.KEPT)})
 
