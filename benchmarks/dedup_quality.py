@@ -19,7 +19,7 @@ Methods (--methods, comma-separated; the documents in corpus order = shard files
            MinHash(permutations=...) allows), lsh.query: any hit -> removed, else lsh.insert. One process;
            seconds and MB/s cover shingling, hashing and the index.
   ours     `ray-jobs dedup --input <corpus> --output <run> --set ray.num_cpus=2 [--set <--ours-set>...]`
-           as a subprocess (exact then near dedup); removed = every id not under <run>/dedup/status=kept/.
+           as a subprocess (exact and near dedup in one graph); removed = every id not under <run>/dedup/status=kept/.
            <run>/dedup/_clusters (id, cluster_id, kept) is checked against the status folders. Seconds are the
            wall time of the whole command, Ray start-up included.
   datatrove  datatrove's standard MinHash deduplication (datatrove.pipeline.dedup.minhash), in a child process

@@ -9,10 +9,10 @@ blank lines into paragraph groups of about 4 kB, shuffled (seed 0), the first `-
 column of shards/sample/parquet. Without ../shared only `sample` is used. MB = UTF-8 bytes of the raw texts / 1e6.
 
 Methods. Every method makes 128-value signatures of the 5-character shingles of
-`re.sub(r"\\s+", " ", text.lower()).strip()` (ours: the same with Arrow compute), starting from the raw texts:
-normalising and shingling are timed, except in the "rensa only" rows, where the shingle lists are built beforehand.
-Inputs are prepared untimed: a pyarrow string array for ours (the pipeline's batches are Arrow), Python str for
-the others.
+`re.sub(r"\\s+", " ", text.lower()).strip()` (ours: lower-casing in Arrow, whitespace folded in its kernel),
+starting from the raw texts: normalising and shingling are timed, except in the "rensa only" rows, where the
+shingle lists are built beforehand. Inputs are prepared untimed: a pyarrow string array for ours (the pipeline's
+batches are Arrow), Python str for the others.
 
 * ours: `signatures(pa_array, MinHashConfig())` (numba kernel; warmed up on 8 documents first: the first call,
   which loads the on-disk numba cache, and a first call in a fresh process with an empty cache are reported apart).
