@@ -13,7 +13,7 @@ from ray_jobs.dedup.components import (
     CLUSTER, LABEL, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
     star_labels, union_find_labels,
 )
-from ray_jobs.dedup.leakage import cross_split_pairs, leak_bands, mark_leaked, unique_pairs
+from ray_jobs.dedup.leakage import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
 from ray_jobs.dedup.lsh import (
     A, B, HASH, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
 )
@@ -141,7 +141,7 @@ def test_cross_split_pairs_find_planted_leaks_only():
     cfg = NearDedupConfig()
 
     def pairs_of(rows: pa.Table) -> pa.Table:
-        return unique_pairs(_shuffle(leak_bands(cfg, PARTS)(rows), cross_split_pairs(cfg.threshold)))
+        return unique_pairs(_shuffle(explode_bands(PARTS, carry=("id", "split"))(leak_docs(cfg)(rows)), cross_split_pairs(cfg.threshold)))
 
     sample = pq.read_table(SAMPLE / "parquet", columns=["id", "text"]).sort_by("id")
     texts = [t for t in sample["text"].to_pylist() if len(t) > 300]

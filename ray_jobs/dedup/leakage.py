@@ -6,7 +6,8 @@ settings as near dedup. Each document's band rows carry its id, split and signat
 key meets candidates, and a candidate pair counts when the signature estimate of its Jaccard similarity
 reaches the threshold.
 
-    rows (+ eval rows, split = "eval") --leak_bands--> band rows --shuffle--> cross_split_pairs --> pairs
+    rows (+ eval rows, split = "eval") --leak_docs--> signatures --explode_bands--> band rows --shuffle-->
+        cross_split_pairs --> pairs;   rows (read again) --mark_leaked--> status kept / leaked
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import schema
-from ray_jobs.dedup.lsh import BAND, KEY, PART, SIG, partition_of
+from ray_jobs.dedup.lsh import BAND, KEY, KEYS, SIG
 from ray_jobs.dedup.minhash import MinHashConfig, band_keys, jaccard_estimate, signatures
 
 EVAL = "eval"
@@ -35,25 +36,20 @@ class LeakageConfig:
     drop_train: bool = True
 
 
-def leak_bands(cfg: MinHashConfig, num_partitions: int, split: str | None = None):
-    """Rows (with a `split` column, or all tagged `split`) -> one row per band: id, split, band, key, sig."""
+def leak_docs(cfg: MinHashConfig, split: str | None = None):
+    """Rows (with a `split` column, or all tagged `split`) -> one row per document: id, split, band keys, signature
+    (~600 bytes, against kilobytes of text: what is kept between the passes)."""
     bands, rows = cfg.bands_rows()
 
     def fn(table: pa.Table) -> pa.Table:
         sig, has = signatures(table[schema.TEXT], cfg)
         table, sig = table.filter(pa.array(has)), sig[has]
         n = len(table)
-        keys = band_keys(sig, bands, rows).ravel()
-        band = np.tile(np.arange(bands, dtype=np.int16), n)
-        take = pa.array(np.repeat(np.arange(n), bands))
-        splits = table[schema.SPLIT] if split is None else pa.array([split] * n, pa.string())
         return pa.table({
-            schema.ID: table[schema.ID].take(take),
-            schema.SPLIT: splits.take(take),
-            BAND: pa.array(band),
-            KEY: pa.array(keys),
-            PART: pa.array(partition_of(keys ^ band.astype(np.uint64), num_partitions)),
-            SIG: pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), cfg.num_perm).take(take),
+            schema.ID: table[schema.ID],
+            schema.SPLIT: table[schema.SPLIT] if split is None else pa.array([split] * n, pa.string()),
+            KEYS: pa.FixedSizeListArray.from_arrays(pa.array(band_keys(sig, bands, rows).ravel()), bands),
+            SIG: pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), cfg.num_perm),
         })
 
     return fn

@@ -115,8 +115,9 @@ class SignatureStage(Stage):
         return pa.array(np.zeros(len(table)))
 
 
-def explode_bands(num_partitions: int):
-    """docs -> one row per (document, band); `_part` routes equal (band, key) pairs to one shuffle group."""
+def explode_bands(num_partitions: int, carry: tuple[str, ...] = (NODE,)):
+    """docs -> one row per (document, band) with the `carry` columns (and the signature when present); `_part`
+    routes equal (band, key) pairs to one shuffle group."""
 
     def explode(docs: pa.Table) -> pa.Table:
         n = len(docs)
@@ -126,14 +127,11 @@ def explode_bands(num_partitions: int):
         band = np.tile(np.arange(bands, dtype=np.int16), n)
         # the band index is mixed into the routing key so that equal keys of different bands spread out
         routed = flat ^ (band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        cols = {
-            NODE: pa.array(np.repeat(docs[NODE].to_numpy(), bands)),
-            BAND: pa.array(band),
-            KEY: pa.array(flat),
-            PART: pa.array(partition_of(routed, num_partitions)),
-        }
+        take = pa.array(np.repeat(np.arange(n), bands))
+        cols = {c: docs[c].combine_chunks().take(take) for c in carry}
+        cols |= {BAND: pa.array(band), KEY: pa.array(flat), PART: pa.array(partition_of(routed, num_partitions))}
         if SIG in docs.column_names:
-            cols[SIG] = docs[SIG].combine_chunks().take(pa.array(np.repeat(np.arange(n), bands)))
+            cols[SIG] = docs[SIG].combine_chunks().take(take)
         return pa.table(cols)
 
     return explode

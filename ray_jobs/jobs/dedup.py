@@ -37,7 +37,7 @@ from ray_jobs.dedup.components import (
     star_labels, union_find_labels,
 )
 from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id
-from ray_jobs.dedup.leakage import EVAL, cross_split_pairs, leak_bands, mark_leaked, unique_pairs
+from ray_jobs.dedup.leakage import EVAL, cross_split_pairs, leak_docs, mark_leaked, unique_pairs
 from ray_jobs.dedup.lsh import (
     ID_COLUMNS, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
 )
@@ -240,12 +240,16 @@ def leakage(rows: ray.data.Dataset, cfg: RunConfig,
     if schema.SPLIT not in rows.columns():
         raise ValueError("the leakage check needs a `split` column (train/val/test); run it on a split stage's "
                          "output (RUN/split) or an input that has one")
-    near, parts = cfg.dedup.near, engine.partitions(rows, cfg.dedup.partition_mb, cfg.dedup.num_buckets)
-    bands = [engine.map_tables(rows, leak_bands(near, parts), batch_size=cfg.ray.batch_size)]
+    near = cfg.dedup.near
+    # like near dedup: `rows` is read twice (signatures, then marking fused with the write), text never stored
+    docs = [engine.map_tables(rows, leak_docs(near), batch_size=None)]
     for path in cfg.leakage.eval_paths:
         evals = read_input(dataclasses.replace(cfg.input, paths=(path,), format="auto"))
-        bands.append(engine.map_tables(evals, leak_bands(near, parts, split=EVAL), batch_size=cfg.ray.batch_size))
-    pairs = engine.map_groups(engine.union(*bands), PART, cross_split_pairs(near.threshold), num_partitions=parts)
+        docs.append(engine.map_tables(evals, leak_docs(near, split=EVAL), batch_size=None))
+    docs = engine.materialize(engine.union(*docs))
+    parts = engine.partitions(docs, cfg.dedup.partition_mb, cfg.dedup.num_buckets)
+    bands = engine.map_tables(docs, explode_bands(parts, carry=(schema.ID, schema.SPLIT)), batch_size=None)
+    pairs = engine.map_groups(bands, PART, cross_split_pairs(near.threshold), num_partitions=parts)
     pairs = engine.materialize(engine.map_tables(engine.one_block(pairs), unique_pairs, batch_size=None))
     leaked: list[str] = []
     if cfg.leakage.drop_train:

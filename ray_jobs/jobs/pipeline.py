@@ -91,7 +91,7 @@ def split(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> b
 
 def leakage(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
     def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
-        return leakage_recipe(engine.materialize(ds), cfg, read_input)
+        return leakage_recipe(ds, cfg, read_input)
 
     return _run_stage(run, "leakage", (cfg.leakage, cfg.dedup.near), input_cfg, force, build, schema.STATUS)
 
