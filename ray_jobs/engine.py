@@ -162,11 +162,10 @@ def one_block(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.repartition(1)
 
 
-def read_parquet(path: str | Path | list[str], columns: list[str] | None = None) -> ray.data.Dataset:
-    """Parquet files or folders (hive `col=value` folders become columns; `_`/`.` folders are skipped)."""
-    paths = [str(p) for p in path] if isinstance(path, list) else str(path)
-    ds = ray.data.read_parquet(paths, file_extensions=["parquet"])
-    return ds.select_columns(columns) if columns else ds
+def read_parquet(path: str | Path) -> ray.data.Dataset:
+    """A Parquet file or folder (hive `col=value` folders become columns; `_`/`.` folders and non-Parquet files,
+    such as an index's `_meta.json`, are skipped)."""
+    return ray.data.read_parquet(str(path), file_extensions=["parquet"])
 
 
 def read_datasource(datasource: ray.data.Datasource) -> ray.data.Dataset:
@@ -179,12 +178,10 @@ def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Ta
 
 
 def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
-                      extras: dict[str, ray.data.Dataset | str | Callable[[Path], ray.data.Dataset]] | None = None
-                      ) -> None:
+                      extras: dict[str, ray.data.Dataset | str]) -> None:
     """Write Parquet partitioned by `partition_col` (hive folders `col=value/`), atomically, plus each of
-    `extras` into its own sub-folder (named with a leading `_`, which Parquet readers skip). An extra is a
-    dataset, a text file's content, or a function of the folder just written (to derive a table from the
-    written rows by reading a few columns back instead of computing them twice).
+    `extras` into its own sub-folder (named with a leading `_`, which Parquet readers skip): a dataset as
+    Parquet, a str as that text file.
 
     Everything goes to a temporary sibling folder first and is renamed into place when complete, so a crashed
     run never leaves a half-written stage folder that a re-run would mistake for output.
@@ -192,13 +189,12 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
     tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
-    for name, extra in (extras or {}).items():
+    for name, extra in extras.items():
         assert name.startswith("_"), name
         if isinstance(extra, str):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(extra)
         else:
-            extra = extra(tmp) if callable(extra) else extra
             extra.write_parquet(str(tmp / name), compression="zstd")
             (tmp / name).mkdir(exist_ok=True)
     if out_dir.exists():

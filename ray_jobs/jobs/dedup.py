@@ -57,17 +57,17 @@ INDEX_FORMAT = 2  # 2: rows carry the exact text hash (`_hash`)
 def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
     """The dedup stage's rows (partitioned by status) and its extra tables (`_clusters`, `_index`, ...)."""
     if cfg.near.enabled:
-        return near_dedup(engine.map_tables(ds, _all_kept, batch_size=None), cfg, batch_size)
+        return near_dedup(engine.map_tables(ds, _initial, batch_size=None), cfg, batch_size)
     if not cfg.exact:
-        return engine.map_tables(ds, _all_kept, batch_size=None), {}
-    hashed = engine.apply(engine.map_tables(ds, _all_kept, batch_size=None), ExactHashStage(cfg),
+        return engine.map_tables(ds, _initial, batch_size=None), {}
+    hashed = engine.apply(engine.map_tables(ds, _initial, batch_size=None), ExactHashStage(cfg),
                           batch_size=batch_size)
     return engine.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.num_buckets), {}
 
 
-def _all_kept(table: pa.Table) -> pa.Table:
-    """status kept (quarantined where the reader could not parse the record), no duplicate_of or cluster_id yet
-    (an input that is itself a dedup output has them)."""
+def _initial(table: pa.Table) -> pa.Table:
+    """The status dedup starts from: kept, or quarantined where the reader could not parse the record; no
+    duplicate_of or cluster_id yet (an input that is itself a dedup output has them)."""
     table = schema.set_status(table, schema.initial_status(table))
     table = table.drop_columns([c for c in (DUPLICATE_OF, CLUSTER_ID) if c in table.column_names])
     return table.append_column(DUPLICATE_OF, pa.nulls(len(table), pa.string()))
@@ -99,7 +99,7 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
                                                  num_partitions=doc_parts))
     n_edges = engine.count(edges)
     # `_clusters` from the documents (id only) and the cluster table, so the marked rows are computed once
-    doc_ids = engine.map_tables(docs.select_columns([schema.ID]), _all_kept, batch_size=None)
+    doc_ids = engine.map_tables(docs.select_columns([schema.ID]), _initial, batch_size=None)
     if n_edges == 0:
         log.info("near dedup: no candidate pairs")
         extras[CLUSTERS] = engine.map_tables(doc_ids, lambda t: clusters_table(mark(t)), batch_size=None)
@@ -203,8 +203,8 @@ def clusters_table(table: pa.Table) -> pa.Table:
 def index_meta(cfg: NearDedupConfig) -> dict:
     """What makes two indexes' band keys comparable."""
     bands, rows = cfg.bands_rows()
-    return {"format": INDEX_FORMAT, "shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
-            "bands": bands, "rows": rows, "signatures": cfg.verify == "signature"}
+    return {"format": INDEX_FORMAT, "shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm,
+            "seed": cfg.seed, "bands": bands, "rows": rows, "signatures": cfg.verify == "signature"}
 
 
 def read_index(path: str, cfg: NearDedupConfig) -> ray.data.Dataset:
@@ -235,8 +235,8 @@ def leakage(rows: ray.data.Dataset, cfg: RunConfig,
             read_input: Callable[[InputConfig], ray.data.Dataset]) -> tuple[ray.data.Dataset, dict]:
     """Near-duplicate pairs across splits and against cfg.leakage.eval_paths; leaked train rows marked.
 
-    The pairs are few (dedup ran before the split), so they are gathered into one task and their train ids
-    broadcast to the marking tasks: ~6 MB for 100k leaked documents."""
+    The pairs are few (dedup ran before the split), so they are gathered into one task, and the leaked train ids
+    go to the marking tasks as a side table: ~6 MB for 100k leaked documents."""
     if schema.SPLIT not in rows.columns():
         raise ValueError("the leakage check needs a `split` column (train/val/test); run it on a split stage's "
                          "output (RUN/split) or an input that has one")
@@ -251,12 +251,20 @@ def leakage(rows: ray.data.Dataset, cfg: RunConfig,
     bands = engine.map_tables(docs, explode_bands(parts, carry=(schema.ID, schema.SPLIT)), batch_size=None)
     pairs = engine.map_groups(bands, PART, cross_split_pairs(near.threshold), num_partitions=parts)
     pairs = engine.materialize(engine.map_tables(engine.one_block(pairs), unique_pairs, batch_size=None))
-    leaked: list[str] = []
-    if cfg.leakage.drop_train:
-        for t in engine.iter_tables(pairs, batch_size=None):
-            bad = pc.and_(pc.equal(t["split"], "train"), pc.not_equal(t["other_split"], "train"))
-            leaked += pc.filter(t["id"], bad).to_pylist()
-    leaked_ids = pa.array(sorted(set(leaked)), pa.string())
-    log.info("leakage: %d cross-split pairs, %d train rows dropped", engine.count(pairs), len(leaked_ids))
-    marked = engine.map_tables(rows, lambda t: mark_leaked(t, leaked_ids), batch_size=None)
+    drop = cfg.leakage.drop_train
+    leaked = engine.materialize(engine.map_tables(pairs, lambda t: _leaked_train(t, drop), batch_size=None))
+    log.info("leakage: %d cross-split pairs, %d train rows dropped", engine.count(pairs), engine.count(leaked))
+    marked = engine.map_with_side_table(rows, leaked, _leaked_marker)
     return marked, {"_pairs": pairs}
+
+
+def _leaked_train(pairs: pa.Table, drop: bool) -> pa.Table:
+    """Distinct train ids paired with a val, test or eval row (none when only reporting)."""
+    bad = pc.and_(pc.equal(pairs["split"], "train"), pc.not_equal(pairs["other_split"], "train"))
+    ids = pc.unique(pc.filter(pairs["id"], bad)) if drop else pa.array([], pa.string())
+    return pa.table({schema.ID: pa.array(ids, pa.string())})
+
+
+def _leaked_marker(side: pa.Table) -> Callable[[pa.Table], pa.Table]:
+    ids = side[schema.ID].combine_chunks() if len(side) else pa.array([], pa.string())
+    return lambda table: mark_leaked(table, ids)

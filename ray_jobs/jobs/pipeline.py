@@ -37,34 +37,31 @@ def _input_fingerprint(units: list[FileUnit]) -> list:
 
 
 def _run_stage(run: RunDir, stage: str, stage_cfg: tuple, input_cfg: InputConfig, force: bool,
-               build: Callable[[ray.data.Dataset], ray.data.Dataset | tuple[ray.data.Dataset, dict]],
-               partition_col: str) -> bool:
+               build: Callable[[ray.data.Dataset], tuple[ray.data.Dataset, dict]], partition_col: str) -> bool:
+    """`build` turns the input into the stage's rows and its side tables (`_name` -> dataset or text)."""
     units = discover(input_cfg)  # once: the fingerprint and the read see the same file list
     fp = fingerprint(stage, [to_dict(c) for c in stage_cfg], to_dict(input_cfg), _input_fingerprint(units))
     if run.is_done(stage, fp, force):
         log.info("stage %s already done in %s: skipped (use --force to redo)", stage, run.stage_dir(stage))
         return False
     run.invalidate_after(stage)
-    out = build(read_input(input_cfg, units))
-    ds, extras = out if isinstance(out, tuple) else (out, {})
+    ds, extras = build(read_input(input_cfg, units))
     engine.write_partitioned(ds, run.stage_dir(stage), partition_col, extras)
     run.mark_done(stage, fp)
     return True
 
 
 def clean(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
         return engine.apply(ds, CleanStage(cfg.clean), batch_size=cfg.ray.batch_size,
-                            actors=cfg.clean.actors, actor_cpus=cfg.clean.actor_cpus)
+                            actors=cfg.clean.actors, actor_cpus=cfg.clean.actor_cpus), {}
 
     return _run_stage(run, "clean", (cfg.clean,), input_cfg, force, build, schema.STATUS)
 
 
 def dedup(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
-        return dedup_recipe.build(ds, cfg.dedup, cfg.ray.batch_size)
-
-    return _run_stage(run, "dedup", (cfg.dedup,), input_cfg, force, build, schema.STATUS)
+    return _run_stage(run, "dedup", (cfg.dedup,), input_cfg, force,
+                      lambda ds: dedup_recipe.build(ds, cfg.dedup, cfg.ray.batch_size), schema.STATUS)
 
 
 def _split_plan(cfg: RunConfig, keyed: ray.data.Dataset) -> SplitPlan:
@@ -79,30 +76,28 @@ def _split_plan(cfg: RunConfig, keyed: ray.data.Dataset) -> SplitPlan:
 
 
 def split(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
         keyed = engine.apply(ds, SplitKeyStage(cfg.split), batch_size=cfg.ray.batch_size)
         if cfg.split.stratify_by:
             keyed = keyed.materialize()  # read once for the two counting passes and the assignment
         plan = _split_plan(cfg, keyed)
-        return engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=cfg.ray.batch_size)
+        return engine.apply(keyed, AssignSplitStage(cfg.split, plan), batch_size=cfg.ray.batch_size), {}
 
     return _run_stage(run, "split", (cfg.split,), input_cfg, force, build, schema.SPLIT)
 
 
 def leakage(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
-        return leakage_recipe(ds, cfg, read_input)
-
-    return _run_stage(run, "leakage", (cfg.leakage, cfg.dedup.near), input_cfg, force, build, schema.STATUS)
+    return _run_stage(run, "leakage", (cfg.leakage, cfg.dedup.near), input_cfg, force,
+                      lambda ds: leakage_recipe(ds, cfg, read_input), schema.STATUS)
 
 
 def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
-    def build(ds: ray.data.Dataset) -> ray.data.Dataset:
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
         # batch_size=None (whole blocks) lets Ray 2.60 fuse this into the read task; with a batch size it
         # stays a separate operator (cheap, 0.04 CPU-s on 60 MB, but one more hop through the object store)
         ds = engine.map_tables(ds, _ensure_split, batch_size=None)
         return engine.apply(ds, TokenizeStage(cfg.tokenize), batch_size=cfg.ray.batch_size,
-                            actors=cfg.tokenize.actors, actor_cpus=cfg.tokenize.actor_cpus)
+                            actors=cfg.tokenize.actors, actor_cpus=cfg.tokenize.actor_cpus), {}
 
     return _run_stage(run, "tokenize", (cfg.tokenize,), input_cfg, force, build, schema.SPLIT)
 
