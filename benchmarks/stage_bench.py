@@ -517,14 +517,14 @@ def stats_run(variant: str, cfg, in_cfg, root: Path) -> dict:
     got: dict = {}
     write = engine.write_partitioned
 
-    def materialise_then_write(ds, out_dir, col):
+    def materialise_then_write(ds, out_dir, col, extras):
         t = time.perf_counter()
         ds = ds.materialize()
         got["materialize_s"] = time.perf_counter() - t
         got["text"] = ds.stats()
         got["blocks"] = ds.num_blocks()
         t = time.perf_counter()
-        write(ds, out_dir, col)
+        write(ds, out_dir, col, extras)
         got["write_s"] = time.perf_counter() - t
 
     shutil.rmtree(root, ignore_errors=True)
