@@ -280,7 +280,8 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True, help="folder of Parquet shards (make_dedup_corpus.py)")
-    ap.add_argument("--truth", type=Path, required=True, help="truth pairs (make_dedup_corpus.py --truth)")
+    ap.add_argument("--truth", type=Path, help="truth pairs (make_dedup_corpus.py --truth); without it only "
+                    "removals, time and memory are reported (for corpora too large for the truth)")
     ap.add_argument("--methods", default="classic,ours", help="comma-separated: classic, ours, datatrove")
     ap.add_argument("--threshold", type=float, default=0.85, help="Jaccard threshold of the truth and of classic")
     ap.add_argument("--num-perm", type=int, default=128, help="permutations of the classic MinHash")
@@ -304,12 +305,13 @@ def main() -> None:
     if len(set(ids)) != len(ids):
         raise SystemExit("the corpus has repeated ids")
     mb = sum(len(t.encode()) for t in table.column("text").to_pylist()) / 1e6
-    truth = Truth(ids, kinds, args.truth, args.threshold)
-    summary = truth.summary()
+    truth = Truth(ids, kinds, args.truth, args.threshold) if args.truth else None
+    summary = truth.summary() if truth else None
     print(f"corpus {args.corpus}: {len(ids):,} documents, {mb:.1f} MB; kinds {dict(Counter(kinds))}")
-    print(f"truth at Jaccard >= {args.threshold}: {summary['components_ge_2']:,} components of >= 2 documents "
-          f"(largest {summary['largest_component']}), {summary['removals_needed']:,} removals needed, "
-          f"{summary['chain_removals_needed']:,} of them in {summary['chain_components']:,} chain components\n")
+    if truth:
+        print(f"truth at Jaccard >= {args.threshold}: {summary['components_ge_2']:,} components of >= 2 documents "
+              f"(largest {summary['largest_component']}), {summary['removals_needed']:,} removals needed, "
+              f"{summary['chain_removals_needed']:,} of them in {summary['chain_components']:,} chain components\n")
 
     results = []
     for method in methods:
@@ -345,7 +347,9 @@ def main() -> None:
                     "kept_rows": len(kept), "kept_repeated": len(kept) - len(set(kept)),
                     "cluster_remove_vs_removed": len(set(out.pop("cluster_removed_ids")) ^ removed),
                     "exclusion_vs_removed": len(set(out.pop("excluded_ids")) ^ removed)}
-            row.update(truth.score(removed))
+            row.update(truth.score(removed) if truth else {
+                "removed": len(removed), "precision": None, "recall": None, "chain_recall": None,
+                "chain_removed": sum(k == "chain" for d, k in zip(ids, kinds) if d in removed)})
             row.update(out)
             row["mb_per_s"] = mb / row["seconds"]
             row["mb_per_s_per_core"] = row["mb_per_s"] / CORES[method]

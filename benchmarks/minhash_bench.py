@@ -14,7 +14,8 @@ starting from the raw texts: normalising and shingling are timed, except in the 
 shingle lists are built beforehand. Inputs are prepared untimed: a pyarrow string array for ours (the pipeline's
 batches are Arrow), Python str for the others.
 
-* ours: `signatures(pa_array, MinHashConfig())` (numba kernel; warmed up on 8 documents first: the first call,
+* ours: `signatures(pa_array, MinHashConfig())` (numba window hashing from the Arrow buffers, then rensa's
+  `digest_matrix_from_flat_token_hashes`; warmed up on 8 documents first: the first call,
   which loads the on-disk numba cache, and a first call in a fresh process with an empty cache are reported apart).
 * datasketch: the classic per-shingle `MinHash.update` loop (on the first `--loop-mb` MB only: it is slow),
   `MinHash.update_batch` per document, `MinHash.bulk`. Default scheme (affine32, sha1 hash).
@@ -211,7 +212,7 @@ def methods() -> list[tuple[str, object, object]]:
         ("rensa RMinHash Rho sketch (not classic MinHash)", rensa_rho),
     ]
     return [
-        ("ours: signatures (numba)", lambda docs: pa.array(docs, pa.string()), ours),
+        ("ours: signatures (numba windows + rensa permutations)", lambda docs: pa.array(docs, pa.string()), ours),
         ("datasketch MinHash.update per shingle (loop)", texts, datasketch_loop),
         ("datasketch MinHash.update_batch per doc", texts, datasketch_batch),
         ("datasketch MinHash.bulk", texts, datasketch_bulk),
@@ -342,7 +343,7 @@ def cold_start(sample: list[str]) -> dict:
     import pyarrow as pa
 
     cache = REPO / "ray_jobs" / "dedup" / "__pycache__"
-    cached = any(cache.glob("minhash._signature_kernel-*.nbi"))
+    cached = any(cache.glob("minhash._window_hashes-*.nbi"))
     t0 = time.perf_counter()
     from ray_jobs.dedup.minhash import MinHashConfig, signatures
     t1 = time.perf_counter()

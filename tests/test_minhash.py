@@ -56,10 +56,19 @@ def test_word_shingles_count_word_ngrams():
     assert len(shingle_set(text, cfg)) == len({tuple(words[i:i + 3]) for i in range(len(words) - 2)})
 
 
+def test_word_shingles_ignore_extra_whitespace():
+    # Arrow's whitespace split keeps empty strings at the ends and between two separators; Python's does not
+    cfg = MinHashConfig(shingle="word", ngram=2)
+    assert shingle_set(" the  cat\tsat ", cfg) == shingle_set("the cat sat", cfg)
+    assert signatures(pa.array(["", "  \n ", None, "one"]), cfg)[1].tolist() == [False, False, False, True]
+
+
 def test_signature_of_a_document_does_not_depend_on_its_batch():
-    texts = _sample_texts()[:300]
+    # 600 documents cross rensa's 255-document chunks (and the 128k-character ones) inside one call
+    texts = _sample_texts()[:600]
     batch, has = signatures(pa.array(texts), CFG)
-    for i in (0, 1, 57, 299):
+    assert len(texts) == 600
+    for i in (0, 1, 57, 254, 255, 256, 299, 599):
         alone, _ = signatures(pa.array([texts[i]]), CFG)
         assert np.array_equal(alone[0], batch[i])
     assert has.tolist() == [bool(t.strip()) for t in texts]

@@ -5,12 +5,13 @@ Shingles. `char`: every `ngram` consecutive Unicode code points of the lower-cas
 document shorter than one shingle gets a single shingle of its whole text; a document with no text gets no
 signature at all (it would otherwise collide with every other empty document).
 
-Hashing. One numba kernel per batch: per document it folds whitespace, hashes every window of code points (or
-word hashes) with a 64-bit polynomial finished by splitmix64 and keeps the top 32 bits x, then takes for each
-permutation i min over windows of (a_i x + b_i) >> 32 (mod 2^64, a_i, b_i random 64-bit): Dietzfelbinger's
-multiply-add-shift, 2-independent, two uint64 operations per window and permutation where datasketch needs a
-product modulo 2^61-1. The estimate of Jaccard similarity keeps the MinHash error sqrt(J(1-J)/num_perm)
-(0.03 at J=0.85, 128 permutations); `tests/test_minhash.py` checks it on real pairs.
+Hashing. A numba kernel decodes the UTF-8 of the lower-cased Arrow text, folds whitespace and hashes every
+window of code points (or of word hashes) with a 64-bit polynomial finished by splitmix64; rensa (Rust) then
+takes for each permutation i the min over windows x of (a_i x + b_i) >> 32 (mod 2^64, a_i, b_i random 64-bit):
+Dietzfelbinger's multiply-add-shift, 2-independent, where datasketch needs a product modulo 2^61-1. Signatures
+are comparable only under the same seed and rensa algorithm version (`RMinHash.ALGORITHM_VERSION`, recorded in
+saved indexes). The estimate of Jaccard similarity keeps the MinHash error sqrt(J(1-J)/num_perm) (0.03 at
+J=0.85, 128 permutations); `tests/test_minhash.py` checks it on real pairs.
 
 LSH. A signature is cut into `bands` bands of `rows` values; two documents become candidates when any band
 matches, with probability 1-(1-J^rows)^bands. `optimal_bands_rows` picks (bands, rows) minimising the
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
+from rensa import RMinHash
 
 MAX_HASH = np.uint32(0xFFFFFFFF)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -103,117 +105,154 @@ def _lower(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
 
 
-def _units(text: pa.Array, shingle: str) -> tuple[np.ndarray, np.ndarray]:
-    """The sequence shingles are made of, for the whole batch at once: (values uint64, per-document counts).
-    char: the lower-cased code points, whitespace not yet folded; word: xxh3-64 of each whitespace-separated word."""
+def _units(text: pa.Array | pa.ChunkedArray, shingle: str) -> tuple[np.ndarray, np.ndarray]:
+    """What shingles are made of, for the whole batch, and each document's offsets into it (int64, docs + 1).
+    char: the UTF-8 bytes of the lower-cased text (decoded and whitespace-folded in the kernel); word: xxh3-64
+    of each whitespace-separated word."""
     text = _lower(text)
     if shingle == "char":
         text = text.cast(pa.large_string())  # int64 offsets: a batch may exceed 2 GB of text
         offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
         data = text.buffers()[2]
-        raw = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
-        values = np.frombuffer(raw.decode("utf-8").encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        return values, pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
-    words = pc.utf8_split_whitespace(text)  # Unicode whitespace, as Python's str.split()
-    flat = pc.cast(pc.list_flatten(words), pa.binary()).to_pylist()  # bytes: xxhash 4 refuses str
+        return (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)), offsets
+    # Unicode whitespace, as Python's str.split(), except that Arrow keeps the empty strings between two
+    # separators and at the ends: they are dropped, so " a  b " has the words of "a b".
+    words = pc.utf8_split_whitespace(text)
+    flat = pc.list_flatten(words)
+    keep = pc.greater(pc.binary_length(flat), 0)
+    flat = pc.cast(flat.filter(keep), pa.binary()).to_pylist()  # bytes: xxhash 4 refuses str
+    counts = np.bincount(pc.list_parent_indices(words).filter(keep).to_numpy(), minlength=len(text))
     h = xxhash.xxh3_64_intdigest
     values = np.fromiter((h(w) for w in flat), dtype=np.uint64, count=len(flat))
-    return values, pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
-def _is_space(c: np.uint64) -> bool:
+def _is_space(c) -> bool:
     """Python's str.isspace(): ASCII whitespace, the C0/C1 separators and Unicode White_Space."""
+    if 32 < c < 0x85:  # printable ASCII and most Latin-1: the common case in two comparisons
+        return False
     return (c == 32 or 9 <= c <= 13 or 28 <= c <= 31 or c == 0x85 or c == 0xA0 or c == 0x1680
             or 0x2000 <= c <= 0x200A or c == 0x2028 or c == 0x2029 or c == 0x202F or c == 0x205F or c == 0x3000)
 
 
 @numba.njit(cache=True, nogil=True)
-def _shingles(values: np.ndarray, start: int, length: int, n: int, seed: np.uint64, fold: bool,
-              scratch: np.ndarray, xs: np.ndarray) -> int:
-    """32-bit hashes of the windows of n units of one document into xs; returns how many. With `fold`, runs of
-    whitespace count as one space and the ends are trimmed first. A document shorter than n is one window."""
+def _folded_code_points(raw: np.ndarray, lo: int, hi: int, scratch: np.ndarray) -> int:
+    """Decode raw[lo:hi] (valid UTF-8: Arrow guarantees it) into scratch with runs of whitespace as one space and
+    the ends trimmed; returns the count. Branch-free folding: every code point is written and k advances unless
+    it is a space after a space (2x faster than branching on each character)."""
     k = 0
-    if fold:
-        pending = False
-        for j in range(start, start + length):
-            c = values[j]
-            if _is_space(c):
-                pending = k > 0
-            else:
-                if pending:
-                    scratch[k] = 32
-                    k += 1
-                    pending = False
-                scratch[k] = c
-                k += 1
-    else:
-        for j in range(length):
-            scratch[j] = values[start + j]
-        k = length
+    after_space = True  # so leading whitespace is dropped
+    j = lo
+    while j < hi:
+        c = np.uint32(raw[j])
+        if c < 0x80:
+            j += 1
+        elif c < 0xE0:
+            c = ((c & 0x1F) << 6) | (raw[j + 1] & 0x3F)
+            j += 2
+        elif c < 0xF0:
+            c = ((c & 0x0F) << 12) | ((raw[j + 1] & 0x3F) << 6) | (raw[j + 2] & 0x3F)
+            j += 3
+        else:
+            c = ((c & 0x07) << 18) | ((raw[j + 1] & 0x3F) << 12) | ((raw[j + 2] & 0x3F) << 6) | (raw[j + 3] & 0x3F)
+            j += 4
+        space = _is_space(c)
+        scratch[k] = 32 if space else c
+        k += 0 if space and after_space else 1
+        after_space = space
+    return k - 1 if after_space and k > 0 else k  # one trailing space
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_windows(units: np.ndarray, k: int, n: int, seed: np.uint64, out: np.ndarray) -> int:
+    """64-bit hashes of the windows of n of the k units into out; a document shorter than n is one window.
+    A polynomial over the window (odd multiplier) finished by splitmix64. It runs over all windows at once, one
+    unit position at a time, so LLVM vectorises it."""
     if k == 0:
         return 0
     nw = max(k - n + 1, 1)
     for w in range(nw):
-        x = seed
-        for j in range(w, min(w + n, k)):
-            x = x * _POLY + scratch[j]
-        x ^= x >> np.uint64(30)  # splitmix64 finaliser
+        out[w] = seed
+    for j in range(min(n, k)):
+        for w in range(nw):
+            out[w] = out[w] * _POLY + units[w + j]
+    for w in range(nw):
+        x = out[w]
+        x ^= x >> np.uint64(30)
         x *= _M1
         x ^= x >> np.uint64(27)
         x *= _M2
         x ^= x >> np.uint64(31)
-        xs[w] = x >> np.uint64(32)
+        out[w] = x
     return nw
 
 
 @numba.njit(cache=True, nogil=True)
-def _signature_kernel(values: np.ndarray, lengths: np.ndarray, n: int, seed: np.uint64, fold: bool,
-                      a: np.ndarray, b: np.ndarray, sig: np.ndarray, has: np.ndarray) -> None:
-    """sig[d, i] = min over the windows x of document d of (a[i] x + b[i]) >> 32 (mod 2^64): Dietzfelbinger's
-    multiply-add-shift, 2-independent for 32-bit x and 64-bit a, b. The loop over windows is innermost so LLVM
-    vectorises the min-reduction (vpmullq/vpminuq on AVX-512; 28 vs 24 MB/s with the permutations innermost)."""
-    size = lengths.max() + 1 if lengths.shape[0] else 1
-    scratch = np.empty(size, dtype=np.uint64)
-    xs = np.empty(size, dtype=np.uint64)
-    start = 0
-    for d in range(lengths.shape[0]):
-        nw = _shingles(values, start, lengths[d], n, seed, fold, scratch, xs)
-        start += lengths[d]
-        if nw == 0:
-            continue
-        has[d] = True
-        for i in range(a.shape[0]):
-            ai, bi = a[i], b[i]
-            m = np.uint64(0xFFFFFFFFFFFFFFFF)
-            for w in range(nw):
-                m = min(m, ai * xs[w] + bi)
-            sig[d, i] = np.uint32(m >> np.uint64(32))
+def _window_hashes(units: np.ndarray, offsets: np.ndarray, first: int, last: int, n: int, seed: np.uint64,
+                   char: bool, scratch: np.ndarray, xs: np.ndarray, starts: np.ndarray) -> None:
+    """Window hashes of documents first..last-1 into xs, flat, document i's at xs[starts[i-first]:starts[i-first+1]].
+    char: units are UTF-8 bytes, decoded and folded; word: units are word hashes, used as they are."""
+    total = 0
+    starts[0] = 0
+    for d in range(first, last):
+        lo, hi = offsets[d], offsets[d + 1]
+        if char:
+            k = _folded_code_points(units, lo, hi, scratch)
+        else:
+            k = hi - lo
+            scratch[:k] = units[lo:hi]
+        total += _hash_windows(scratch, k, n, seed, xs[total:])
+        starts[d - first + 1] = total
+
+
+def _windows(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig, chunk_units: int, chunk_docs: int):
+    """(first, last, window hashes, starts) per run of at most chunk_docs documents holding about chunk_units
+    units (at least one document). The buffers are reused from run to run: written in the cache, not page-faulted afresh (a flat
+    buffer for a whole 10 MB batch made the kernel 1.6x slower)."""
+    units, offsets = _units(text, cfg.shingle)
+    docs = len(offsets) - 1
+    longest = int(np.diff(offsets).max()) + 1 if docs else 1
+    scratch = np.empty(longest, dtype=np.uint64)
+    xs = np.empty(max(chunk_units, longest) + docs + 1, dtype=np.uint64)  # a document has <= max(units, 1) windows
+    starts = np.empty(docs + 1, dtype=np.uint64)
+    first = 0
+    while first < docs:
+        last = max(int(np.searchsorted(offsets, offsets[first] + chunk_units, "right")) - 1, first + 1)
+        last = min(last, first + chunk_docs)
+        _window_hashes(units, offsets, first, last, cfg.ngram, np.uint64(cfg.seed), cfg.shingle == "char",
+                       scratch, xs, starts)
+        count = last - first
+        yield first, last, xs[:int(starts[count])], starts[:count + 1]
+        first = last
 
 
 def shingle_set(text: str, cfg: MinHashConfig) -> set[int]:
     """The exact shingle set of one text, hashed as the signatures hash it (for exact Jaccard checks)."""
-    values, lengths = _units(pa.array([text], pa.string()), cfg.shingle)
-    scratch = np.empty(len(values) + 1, dtype=np.uint64)
-    xs = np.empty(len(values) + 1, dtype=np.uint64)
-    nw = _shingles(values, 0, int(lengths[0]), cfg.ngram, np.uint64(cfg.seed), cfg.shingle == "char", scratch, xs)
-    return set(xs[:nw].tolist())
+    return {h for _, _, xs, _ in _windows(pa.array([text], pa.string()), cfg, 1 << 30, 1) for h in xs.tolist()}
 
 
-def permutations(cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(cfg.seed)
-    a = rng.integers(0, 2**63, size=cfg.num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
-    b = rng.integers(0, 2**63, size=cfg.num_perm, dtype=np.uint64)
-    return a, b
+# Per call into rensa: 128k units (characters or words), so the reused buffers (8 bytes a unit) stay within L2,
+# and at most 255 documents: from 256 rows rensa spreads a call over rayon threads on every core, where a Ray
+# task has one CPU.
+_CHUNK_UNITS, _CHUNK_DOCS = 1 << 17, 255
 
 
 def signatures(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures uint32 [docs x num_perm], has_signature bool [docs]) for a batch of texts."""
-    values, lengths = _units(text, cfg.shingle)
-    a, b = permutations(cfg)
-    sig = np.full((len(lengths), cfg.num_perm), MAX_HASH, dtype=np.uint32)
-    has = np.zeros(len(lengths), dtype=bool)
-    _signature_kernel(values, lengths, cfg.ngram, np.uint64(cfg.seed), cfg.shingle == "char", a, b, sig, has)
+    """(signatures uint32 [docs x num_perm], has_signature bool [docs]) for a batch of texts.
+
+    Window hashes come from the numba kernel above; the permutations are rensa's
+    (`RMinHash.digest_matrix_from_flat_token_hashes`: min over windows of (a_i x + b_i) >> 32 mod 2^64, in Rust,
+    AVX-512 where the CPU has it, with the permuted values of frequent window hashes cached), 2x faster on
+    English text than the same permutations in our numba kernel (benchmarks/RESULTS.md)."""
+    docs = len(text)
+    sig = np.full((docs, cfg.num_perm), MAX_HASH, dtype=np.uint32)
+    has = np.zeros(docs, dtype=bool)
+    for first, last, xs, starts in _windows(text, cfg, _CHUNK_UNITS, _CHUNK_DOCS):
+        has[first:last] = np.diff(starts) > 0
+        matrix = RMinHash.digest_matrix_from_flat_token_hashes(xs, starts, cfg.num_perm, cfg.seed)
+        sig[first:last] = np.array(matrix.to_rows(), dtype=np.uint32)
+    sig[~has] = MAX_HASH  # no text, no signature (made explicit: rensa's empty row is its starting value)
     return sig, has
 
 

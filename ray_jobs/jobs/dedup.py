@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
+from rensa import RMinHash
 
 from ray_jobs import engine, schema
 from ray_jobs.config import DedupConfig, InputConfig, RunConfig
@@ -51,7 +52,7 @@ INDEX_META = "_meta.json"
 # Signature rows are ~100 bytes: 100k per block (~10 MB) instead of one block per 4 MB of text (~1k docs), which
 # made every later step over the documents a hundred 0.1 s tasks on 400 MB.
 DOCS_PER_BLOCK = 100_000
-INDEX_FORMAT = 2  # 2: rows carry the exact text hash (`_hash`)
+INDEX_FORMAT = 3  # 2: rows carry the exact text hash (`_hash`); 3: signatures permuted by rensa
 
 
 def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
@@ -204,7 +205,8 @@ def index_meta(cfg: NearDedupConfig) -> dict:
     """What makes two indexes' band keys comparable."""
     bands, rows = cfg.bands_rows()
     return {"format": INDEX_FORMAT, "shingle": cfg.shingle, "ngram": cfg.ngram, "num_perm": cfg.num_perm,
-            "seed": cfg.seed, "bands": bands, "rows": rows, "signatures": cfg.verify == "signature"}
+            "seed": cfg.seed, "bands": bands, "rows": rows, "signatures": cfg.verify == "signature",
+            "rensa_algorithm": RMinHash.ALGORITHM_VERSION}
 
 
 def read_index(path: str, cfg: NearDedupConfig) -> ray.data.Dataset:
