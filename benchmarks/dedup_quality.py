@@ -46,7 +46,9 @@ alive when it ends is killed by pid (counted in the JSON as leftover_processes).
 
 Prints a Markdown table (method, removed, precision, recall, chain recall, chain removed, seconds, MB/s, MB/s per
 core, peak RSS) and writes everything measured, with the removals by document kind, to --json. MB/s per core =
-MB / seconds / cores used (classic 1, ours and datatrove 2).
+MB / seconds / cores used (classic 1, ours and datatrove 2). For the subprocess methods, CPU s = the user + system
+CPU seconds of every process of the tree (each process's last 0.1 s sample; start-up included), and MB per CPU s
+the figure a busy shared machine cannot inflate.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
     import psutil
 
     seen: dict[int, float] = {}  # pid -> create_time of every process seen in the tree
+    cpu: dict[int, float] = {}  # pid -> its user + system CPU seconds at the last sample
     peak = {"tree": 0, "process": 0}
     done = threading.Event()
 
@@ -175,6 +178,8 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
                 try:
                     rss.append(p.memory_info().rss)
                     seen.setdefault(p.pid, p.create_time())
+                    t = p.cpu_times()
+                    cpu[p.pid] = t.user + t.system
                 except psutil.Error:
                     pass
             peak["tree"], peak["process"] = max(peak["tree"], sum(rss)), max([peak["process"], *rss])
@@ -208,7 +213,7 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         raise RuntimeError(f"exit {returncode}: {lines[-1] if lines else ''}\n{' '.join(cmd)}\n"
                            + "\n".join(lines[-40:]))
-    return {"seconds": seconds, "peak_rss_mb": peak["tree"] / 1e6, "peak_rss_one_process_mb": peak["process"] / 1e6,
+    return {"seconds": seconds, "cpu_seconds": sum(cpu.values()), "peak_rss_mb": peak["tree"] / 1e6, "peak_rss_one_process_mb": peak["process"] / 1e6,
             "processes_seen": len(seen), "leftover_processes": leftover}
 
 
@@ -258,15 +263,16 @@ def fmt(x, spec: str) -> str:
 
 def markdown(results: list[dict]) -> str:
     lines = ["| method | removed | precision | recall | chain recall | chain removed | seconds | MB/s "
-             "| MB/s per core | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| MB/s per core | CPU s | MB per CPU s | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} | | | | | | | | |")
+            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} | | | | | | | | | | |")
             continue
         lines.append(f"| {r['method']} | {r['removed']:,} | {fmt(r['precision'], '.4f')} | {fmt(r['recall'], '.4f')} "
                      f"| {fmt(r['chain_recall'], '.4f')} | {r['chain_removed']:,} | {r['seconds']:.1f} "
-                     f"| {r['mb_per_s']:.2f} | {r['mb_per_s_per_core']:.2f} | {fmt(r.get('peak_rss_mb'), ',.0f')} |")
+                     f"| {r['mb_per_s']:.2f} | {r['mb_per_s_per_core']:.2f} | {fmt(r.get('cpu_seconds'), '.0f')} "
+                     f"| {fmt(r.get('mb_per_cpu_s'), '.2f')} | {fmt(r.get('peak_rss_mb'), ',.0f')} |")
     for r in results:
         if "stage_seconds" in r:
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in r["stage_seconds"].items())
@@ -353,6 +359,8 @@ def main() -> None:
             row.update(out)
             row["mb_per_s"] = mb / row["seconds"]
             row["mb_per_s_per_core"] = row["mb_per_s"] / CORES[method]
+            if row.get("cpu_seconds"):  # CPU seconds of the whole process tree: what a shared machine cannot inflate
+                row["mb_per_cpu_s"] = mb / row["cpu_seconds"]
         except (RuntimeError, OSError, subprocess.TimeoutExpired, pa.ArrowException) as e:
             row["error"] = f"{type(e).__name__}: {e}"
             print(row["error"], file=sys.stderr)

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", required=True, help="run directory to write the stage folder into")
         p.add_argument("--config", help="TOML config")
         _common(p)
+    p = sub.add_parser("train", help="Ray Train workers on the token rows (train.data, or the pipeline run "
+                                     "through pack first): metrics and checkpoints under OUTPUT/train")
+    p.add_argument("config", nargs="?", help="TOML config (e.g. cluster/configs/train-tiny-cpu.toml)")
+    p.add_argument("--output", help="run directory (default: output.dir); re-running resumes its checkpoint")
+    _common(p)
     p = sub.add_parser("stats", help="recompute and print a run's stats from its files")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print stats.json instead of the table")
@@ -75,7 +80,13 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"ray.address={args.address}")
     if args.output:
         overrides.append(f"output.dir={args.output}")
-    cfg = load_config(args.config if args.verb == "run" else args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    if args.verb == "train":
+        from ray_jobs.jobs.train import train  # imports torch and transformers: only for this verb
+
+        out = train(cfg)
+        print(f"metrics: {out['metrics']}\nlatest checkpoint: {out['checkpoint']}")
+        return 0
     if args.verb == "run":
         stats = run_pipeline(cfg, force=args.force)
     else:

@@ -39,6 +39,11 @@ class InputConfig:
     paths: tuple[str, ...] = (str(REPO_DIR / "shards" / "sample" / "parquet"),)
     format: str = "auto"  # auto = by file extension (.parquet, .jsonl[.gz|.zst], .csv, .txt, .tar)
     text_column: str = "text"  # renamed to `text` when different
+    # Chat / instruction data without a text column: `messages` ([{role, content}], kept as JSON in `messages`) or
+    # an instruction + response pair (made into messages); `text` becomes their contents, for cleaning and dedup.
+    messages_column: str = "messages"
+    instruction_column: str = "instruction"
+    response_column: str = "response"
     id_column: str = "id"  # used as the row id when present; otherwise "<relative path>:<offset>"
     text_mode: str = "line"  # plain .txt files: one document per "line" or per "file"
     csv_delimiter: str = ","
@@ -56,6 +61,9 @@ class InputConfig:
 class RayConfig:
     address: str = ""  # "" = RAY_ADDRESS if set, else start a local Ray
     num_cpus: int = 0  # local Ray only; 0 = all cores
+    # local Ray only; on 127.0.0.1. Off for the pipeline (saves ~200 MB and start-up time); `ray-jobs train` turns
+    # it on: Ray Train V2's placement-group cleaner polls the State API, which the dashboard serves.
+    include_dashboard: bool = False
     # 4 MB: with Ray's default (128 MB) a small corpus becomes one block and one task, so one core idles.
     target_max_block_size_mb: int = 4
     batch_size: int = 1024  # rows per map_batches call: large enough to amortise the call, small for memory
@@ -131,16 +139,118 @@ class SplitConfig:
 class TokenizeConfig:
     # A tokenizer.json file, a folder (tokenizer.json, or vocab.json + merges.txt), or a hub id.
     tokenizer: str = DEFAULT_TOKENIZER
-    max_length: int = 2048  # truncate longer documents; packing (issue 4) will use the cut-off tail instead
+    # Cut longer documents here (0 = never): with packing on (pack.overflow = "split"), long documents are cut
+    # into seq_len pieces there instead, so no token is lost.
+    max_length: int = 0
     add_eos: bool = True  # causal LM: the model must learn where a document ends
     eos_token: str = "auto"  # "auto" = <|endoftext|>, </s> or <eos>, whichever the tokenizer has
     keep_text: bool = False  # token shards are read by trainers; the text is still in the split stage
+    # auto: rows with a `messages` column (chat data, see input.messages_column) go through the chat template,
+    # others are plain text; "text" / "chat" force one.
+    format: str = "auto"
+    # "auto" = the tokenizer's own (chat_template in its tokenizer_config.json), or a .jinja file, or the text.
+    chat_template: str = "auto"
     actors: int = 2
     actor_cpus: float = 0.5  # see clean.actor_cpus
 
     def __post_init__(self) -> None:
-        if self.max_length < 2:
-            raise ValueError(f"tokenize.max_length must be >= 2; got {self.max_length}")
+        if self.max_length == 1 or self.max_length < 0:
+            raise ValueError(f"tokenize.max_length must be 0 (no limit) or >= 2; got {self.max_length}")
+        _choice("tokenize.format", self.format, ("auto", "text", "chat"))
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """Packing the tokenized documents into fixed-length training rows (tokenize/pack.py)."""
+
+    enabled: bool = True
+    seq_len: int = 2048
+    overflow: str = "split"  # a document longer than seq_len: "split" into pieces (no token lost) or "crop" it
+    # Documents packed together: more fill rows better (best-fit decreasing within the batch); 4096 documents of
+    # the sample leave ~1 % padding at seq_len 2048.
+    docs_per_batch: int = 4096
+    pad_id: int = 0  # any id: padding has label -100 and lies outside every document's seq_lens
+    # Also write RUN/export/tokens/<split>.bin (the documents' ids back to back, uint16 below 65,536 token ids,
+    # else uint32) with <split>.idx.npy (document start offsets): nanoGPT-style, for other trainers.
+    token_bin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2:
+            raise ValueError(f"pack.seq_len must be >= 2; got {self.seq_len}")
+        _choice("pack.overflow", self.overflow, ("split", "crop"))
+        if self.docs_per_batch < 1:
+            raise ValueError(f"pack.docs_per_batch must be >= 1; got {self.docs_per_batch}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A transformers model: random init from these sizes (`arch` llama or gpt2), or `pretrained` (local path or hub
+    id) as it is. The defaults are the tiny CPU model (~3.4 M parameters with SmolLM2's 49,152-token vocabulary)."""
+
+    arch: str = "llama"
+    pretrained: str = ""
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 0  # 0 = num_heads (no grouped-query attention)
+    intermediate_size: int = 0  # 0 = 4 x hidden_size (llama: 8/3 x, rounded to 64, as Llama does)
+    vocab_size: int = 0  # 0 = the tokenizer's
+    tie_embeddings: bool = True  # the embedding is most of a small model's parameters
+
+    def __post_init__(self) -> None:
+        _choice("train.model.arch", self.arch, ("llama", "gpt2"))
+        if not self.pretrained and self.hidden_size % self.num_heads:
+            raise ValueError(f"train.model.hidden_size ({self.hidden_size}) must be a multiple of num_heads "
+                             f"({self.num_heads})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`ray-jobs train`: Ray Train TorchTrainer workers streaming the packed token rows."""
+
+    # A pack or tokenize stage folder (or any Parquet of token rows); "" = run the pipeline through pack into
+    # the output folder first, from [input].
+    data: str = ""
+    split: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5  # a 2-CPU machine keeps a CPU for Ray Data's read tasks
+    use_gpu: bool = False
+    micro_batch_size: int = 8  # rows per worker per forward pass
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 100
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # the schedule ends at lr x this
+    warmup_steps: int = 10
+    schedule: str = "cosine"  # cosine | linear | constant (after the linear warm-up)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or bf16 | fp32
+    # auto = flash_attention_2 when flash_attn imports on CUDA, else sdpa (PyTorch picks its flash kernel on Ampere+)
+    attention: str = "auto"
+    # Packed rows: "document" = no attention across documents (position ids restart per document: flash varlen
+    # or a block-diagonal mask), "causal" = plain causal attention over the whole row.
+    packed_attention: str = "document"
+    gradient_checkpointing: bool = False
+    optimizer: str = "auto"  # auto = bitsandbytes PagedAdamW8bit on CUDA when importable, else AdamW; adamw; adamw8bit
+    # Unpacked token rows: batches are padded to their longest row; rows are first sorted by length within
+    # windows of this many batches, so a batch holds similar lengths (0 = no bucketing).
+    bucket_batches: int = 16
+    checkpoint_every: int = 50  # steps; the last step always checkpoints
+    keep_checkpoints: int = 2
+    seed: int = 0
+    peak_tflops: float = 0.0  # for MFU; 0 = from the GPU's name (H100/H200 989, A100 312 bf16 dense), none on CPU
+
+    def __post_init__(self) -> None:
+        _choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))
+        _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _choice("train.attention", self.attention, ("auto", "sdpa", "flash_attention_2", "eager"))
+        _choice("train.packed_attention", self.packed_attention, ("document", "causal"))
+        _choice("train.optimizer", self.optimizer, ("auto", "adamw", "adamw8bit"))
+        for name in ("num_workers", "micro_batch_size", "grad_accum", "max_steps", "checkpoint_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1; got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -163,6 +273,8 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     leakage: LeakageConfig = field(default_factory=LeakageConfig)  # uses dedup.near's MinHash settings
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -32,7 +32,8 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=False)
+            ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=cfg.include_dashboard,
+                     dashboard_host="127.0.0.1")
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = cfg.target_max_block_size_mb * 1024 * 1024
@@ -200,3 +201,21 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def fit(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray.data.Dataset], *,
+        num_workers: int, use_gpu: bool, cpus_per_worker: float, storage: Path, name: str,
+        keep_checkpoints: int) -> None:
+    """Ray Train: `num_workers` TorchTrainer workers run `loop`, each streaming its shard of `datasets`
+    (`get_dataset_shard`); checkpoints and Ray Train's own state go to storage/name. The datasets are split
+    between the workers by Ray Data's streaming split: nothing is materialised."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    trainer = TorchTrainer(
+        loop, train_loop_config=loop_config, datasets=datasets,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)))
+    trainer.fit()

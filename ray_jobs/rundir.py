@@ -2,7 +2,7 @@
 
     RUN/config.toml              resolved config of the last run
     RUN/<stage>/status=<s>/      clean, dedup, leakage: `kept`, one folder per drop reason, `quarantined`
-    RUN/<stage>/split=<s>/       split, tokenize: `train`, `val`, `test`
+    RUN/<stage>/split=<s>/       split, tokenize, pack: `train`, `val`, `test` (pack: fixed-length training rows)
     RUN/<stage>/_<table>/        a stage's side tables: dedup `_clusters`, `_cluster_sizes`, `_index`;
                                  leakage `_pairs` (Parquet readers skip `_` folders)
     RUN/_SUCCESS.<stage>         JSON: the stage's fingerprint (config + input) and when it finished
@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 
 from ray_jobs import schema
 
-STAGES = ("clean", "dedup", "split", "leakage", "tokenize")
+STAGES = ("clean", "dedup", "split", "leakage", "tokenize", "pack")
 PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPLIT, "leakage": schema.STATUS,
-             "tokenize": schema.SPLIT}
+             "tokenize": schema.SPLIT, "pack": schema.SPLIT}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -148,12 +148,34 @@ def stage_stats(run: RunDir, stage: str, rows_in: int | None) -> dict[str, Any]:
     return out
 
 
+def pack_stats(run: RunDir, tokens_in: int, docs_in: int) -> dict[str, Any]:
+    """The pack stage's rows are training sequences, not documents: its invariant is on tokens (every token the
+    tokenize stage made is packed or counted as cropped), and its figures are padding and efficiency."""
+    stage_dir = run.stage_dir("pack")
+    counts = partition_counts(stage_dir)
+    rows = sum(counts.values())
+    files = sorted(stage_dir.rglob("*.parquet"))
+    seq_len = next((pq.read_schema(f).field("input_ids").type.list_size for f in files), 0)
+    packed = sum(int(pc.sum(pc.list_flatten(pq.read_table(f, columns=["seq_lens"])["seq_lens"])).as_py() or 0)
+                 for f in files)
+    slots = rows * seq_len
+    return {"rows_in": docs_in, "rows_out": rows, "dropped": {}, "quarantined": 0, "splits": counts,
+            "packing": {"seq_len": seq_len, "tokens_in": tokens_in, "packed_tokens": packed,
+                        "padding_tokens": slots - packed, "cropped_tokens": tokens_in - packed,
+                        "efficiency": packed / slots if slots else 0.0},
+            "invariant_ok": 0 <= tokens_in - packed}
+
+
 def run_stats(run: RunDir, first_input_raw: bool = True) -> dict[str, Any]:
     """Stats of every finished stage, chained: a stage's rows_in is the previous stage's rows_out."""
     stages: dict[str, Any] = {}
     prev_out: int | None = None
     for stage in STAGES:
         if not run.marker(stage).exists():
+            continue
+        if stage == "pack":
+            tok = stages.get("tokenize") or stage_stats(run, "tokenize", None)
+            stages[stage] = pack_stats(run, tok["tokens"], tok["rows_out"])
             continue
         s = stage_stats(run, stage, prev_out if (prev_out is not None or not first_input_raw) else None)
         stages[stage] = s

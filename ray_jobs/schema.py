@@ -26,6 +26,9 @@ QUARANTINED = "quarantined"
 SPLIT = "split"
 SPLITS = ("train", "val", "test")
 
+# Chat rows: the conversation as JSON ([{"role": ..., "content": ...}]), next to a `text` made of its contents.
+MESSAGES = "messages"
+
 CORE_FIELDS = (
     pa.field(ID, pa.string(), nullable=False),
     pa.field(TEXT, pa.string()),

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 from ray_jobs.config import RunConfig, load_config, to_toml
@@ -17,6 +18,8 @@ def test_shipped_sample_config_lists_every_key_with_the_defaults():
     cfg = load_config(REPO / "cluster" / "configs" / "sample.toml")
     defaults = RunConfig()
     assert cfg.clean == defaults.clean and cfg.dedup == defaults.dedup and cfg.split == defaults.split
-    assert cfg.leakage == defaults.leakage
+    assert cfg.leakage == defaults.leakage and cfg.pack == defaults.pack and cfg.train == defaults.train
+    assert cfg.tokenize == dataclasses.replace(defaults.tokenize, tokenizer=cfg.tokenize.tokenizer)
+    assert cfg.input == dataclasses.replace(defaults.input, paths=cfg.input.paths)
     assert cfg.ray == defaults.ray and cfg.input.paths == ("shards/sample/parquet",)
     assert (REPO / cfg.tokenize.tokenizer).resolve() == Path(defaults.tokenize.tokenizer)

@@ -62,6 +62,10 @@ def test_stats_invariant_holds_from_the_files(run_dir):
         assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values()) + s["quarantined"], name
         prev_out = s["rows_out"]
     assert stats["stages"]["tokenize"]["tokens"] == pc.sum(_read(run_dir / "tokenize", ["num_tokens"])["num_tokens"]).as_py()
+    pack = stats["stages"]["pack"]  # every token is packed (overflow = split), in fixed 2048-token rows
+    assert pack["packing"]["packed_tokens"] == pack["packing"]["tokens_in"] == stats["stages"]["tokenize"]["tokens"]
+    assert pack["packing"]["cropped_tokens"] == 0 and pack["packing"]["seq_len"] == 2048
+    assert set(pack["splits"]) == {"train", "val", "test"} and pack["invariant_ok"]
 
 
 def test_every_row_has_a_language_and_every_drop_a_known_reason(run_dir):

@@ -412,7 +412,9 @@ def test_parquet_without_text_column(tmp_path):
     pq.write_table(pa.table({"body": ["a"], "n": [1]}), f)
     (q,) = read_rows(f)
     assert (q["id"], q["_offset"], q["text"]) == ("pq/notext.parquet:0", 0, None)
-    assert q["_error"] == f"{f} @ 0: Parquet file has no 'text' column (found ['body', 'n']); set input.text_column"
+    assert q["_error"] == (f"{f} @ 0: Parquet file has no 'text' column and no conversation ('messages', or "
+                           f"'instruction' + 'response') (found ['body', 'n']); set input.text_column or "
+                           f"input.messages_column")
 
 
 def test_corrupt_parquet(tmp_path):
@@ -481,7 +483,7 @@ def test_config_overrides_parse():
 
 def test_config_unknown_key():
     with pytest.raises(ValueError, match=r"unknown key\(s\) batchsize in \[ray\]; valid keys: address, num_cpus, "
-                                         r"target_max_block_size_mb, batch_size, progress_bars"):
+                                         r"include_dashboard, target_max_block_size_mb, batch_size, progress_bars"):
         load_config(None, ["ray.batchsize=3"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) nosuch in the top level; valid keys: input, output"):
         load_config(None, ["nosuch.x=1"])

@@ -109,6 +109,34 @@ def canonical_row(record: dict[str, Any], cfg: InputConfig, origin: str, offset:
     return row
 
 
+def with_chat_text(rec: dict[str, Any], cfg: InputConfig) -> dict[str, Any]:
+    """A record without the text column but with a conversation gets one: `messages` ([{role, content}]) or an
+    instruction/response pair (made into `messages`, JSON) gives `text` = the contents joined by blank lines,
+    which cleaning and dedup read; the tokenize stage renders `messages` through the chat template."""
+    if cfg.text_column in rec:
+        return rec
+    msgs = rec.get(cfg.messages_column)
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError:
+            return rec
+    if msgs is None and cfg.instruction_column in rec and cfg.response_column in rec:
+        msgs = [{"role": "user", "content": rec.pop(cfg.instruction_column)},
+                {"role": "assistant", "content": rec.pop(cfg.response_column)}]
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+        return rec
+    rec = {k: v for k, v in rec.items() if k != cfg.messages_column}
+    rec[schema.MESSAGES] = json.dumps(msgs, ensure_ascii=False)
+    rec[cfg.text_column] = "\n\n".join(str(m.get("content") or "") for m in msgs)
+    return rec
+
+
+def _missing_text(found: list[str], cfg: InputConfig, what: str = "field") -> str:
+    return (f"no {cfg.text_column!r} {what} and no conversation ({cfg.messages_column!r}, or {cfg.instruction_column!r} "
+            f"+ {cfg.response_column!r}) (found {sorted(found)[:10]}); set input.text_column or input.messages_column")
+
+
 def canonical_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows -> table with the core columns first and typed, nested values as JSON strings."""
     for row in rows:
@@ -151,9 +179,8 @@ def _records_jsonl(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Iter
                 else:
                     if not isinstance(rec, dict):
                         out.bad(lineno, f"expected a JSON object per line, found {type(rec).__name__}", raw)
-                    elif cfg.text_column not in rec:
-                        out.bad(lineno, f"no {cfg.text_column!r} field (found {sorted(rec)[:10]}); "
-                                        f"set input.text_column", raw)
+                    elif cfg.text_column not in (rec := with_chat_text(rec, cfg)):
+                        out.bad(lineno, _missing_text(list(rec), cfg), raw)
                     else:
                         out.good(lineno, rec, cfg)
             yield from out.flush()
@@ -212,13 +239,20 @@ def _records_text(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Itera
 def _records_parquet(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Iterator[pa.Table]:
     pf = pq.ParquetFile(unit.path)
     names = pf.schema_arrow.names
-    if cfg.text_column not in names:
-        out.bad(0, f"Parquet file has no {cfg.text_column!r} column (found {names}); set input.text_column")
+    chat = cfg.text_column not in names and (
+        cfg.messages_column in names or {cfg.instruction_column, cfg.response_column} <= set(names))
+    if cfg.text_column not in names and not chat:
+        out.bad(0, "Parquet file has " + _missing_text(names, cfg, "column"))
         yield from out.flush(final=True)
         return
     start = 0
     for batch in pf.iter_batches(batch_size=ROWS_PER_TABLE):
         t = pa.Table.from_batches([batch])
+        if chat:  # conversations: few and short next to web text, so row by row is fine
+            t = pa.Table.from_pylist([with_chat_text(r, cfg) for r in t.to_pylist()])
+            if cfg.text_column not in t.column_names:
+                raise ValueError(f"{unit.relpath} has " + _missing_text(names, cfg, "column"))
+            names = t.column_names
         n = t.num_rows
         offsets = pa.array(range(start, start + n), pa.int64())
         cols: dict[str, pa.Array] = {}

@@ -73,3 +73,40 @@ def _save_hf(part: Path, target: Path) -> None:
     ds = ds.remove_columns([c for c in ds.column_names if c in BOOKKEEPING])
     ds.save_to_disk(str(target))
     shutil.rmtree(target.parent / ".hf_cache", ignore_errors=True)
+
+
+def export_token_bin(tokenize_dir: Path, out_dir: Path, force: bool) -> None:
+    """nanoGPT-style token files from the tokenize stage: per split `<split>.bin` (every document's input ids back
+    to back; uint16 when every id is below 65,536, as nanoGPT's loaders expect, else uint32), `<split>.idx.npy`
+    (int64 start offset of each document, and the end) and `meta.json`. One file per split is the format, so it
+    is written by one process, streaming file by file (two passes: the largest id decides the dtype)."""
+    if out_dir.is_dir() and not force:
+        return
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    meta: dict = {"splits": {}}
+    for part in sorted(p for p in tokenize_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
+        split = part.name.split("=", 1)[1]
+        files = sorted(part.rglob("*.parquet"))
+        top = max((pc.max(pc.list_flatten(pq.read_table(f, columns=["input_ids"])["input_ids"])).as_py() or 0
+                   for f in files), default=0)
+        dtype = np.uint16 if top < 1 << 16 else np.uint32
+        starts, pos = [0], 0
+        with open(tmp / f"{split}.bin", "wb") as fh:
+            for f in files:
+                ids = pq.read_table(f, columns=["input_ids"])["input_ids"].combine_chunks()
+                lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
+                pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(dtype).tofile(fh)
+                ends = pos + np.cumsum(lengths[lengths > 0])
+                starts.extend(ends.tolist())
+                pos = int(ends[-1]) if len(ends) else pos
+        np.save(tmp / f"{split}.idx.npy", np.asarray(starts, dtype=np.int64))
+        meta["splits"][split] = {"dtype": np.dtype(dtype).name, "documents": len(starts) - 1, "tokens": pos}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

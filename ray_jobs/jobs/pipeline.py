@@ -14,7 +14,7 @@ from ray_jobs import engine, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.io.formats import FileUnit
 from ray_jobs.io.readers import CorpusDatasource, discover
-from ray_jobs.io.writers import export
+from ray_jobs.io.writers import export, export_token_bin
 from ray_jobs.jobs import dedup as dedup_recipe
 from ray_jobs.jobs.dedup import leakage as leakage_recipe
 from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
@@ -23,6 +23,7 @@ from ray_jobs.split import (
     plan_from_boundaries, sum_bin_counts,
 )
 from ray_jobs.stages.clean import CleanStage
+from ray_jobs.tokenize.pack import pack_split_rows
 from ray_jobs.tokenize.stage import TokenizeStage
 
 log = logging.getLogger("ray_jobs")
@@ -37,15 +38,17 @@ def _input_fingerprint(units: list[FileUnit]) -> list:
 
 
 def _run_stage(run: RunDir, stage: str, stage_cfg: tuple, input_cfg: InputConfig, force: bool,
-               build: Callable[[ray.data.Dataset], tuple[ray.data.Dataset, dict]], partition_col: str) -> bool:
-    """`build` turns the input into the stage's rows and its side tables (`_name` -> dataset or text)."""
+               build: Callable[[ray.data.Dataset], tuple[ray.data.Dataset, dict]], partition_col: str,
+               raw: bool = False) -> bool:
+    """`build` turns the input into the stage's rows and its side tables (`_name` -> dataset or text). `raw`:
+    the input is an earlier stage's Parquet read as it is (token rows have no text for the readers to check)."""
     units = discover(input_cfg)  # once: the fingerprint and the read see the same file list
     fp = fingerprint(stage, [to_dict(c) for c in stage_cfg], to_dict(input_cfg), _input_fingerprint(units))
     if run.is_done(stage, fp, force):
         log.info("stage %s already done in %s: skipped (use --force to redo)", stage, run.stage_dir(stage))
         return False
     run.invalidate_after(stage)
-    ds, extras = build(read_input(input_cfg, units))
+    ds, extras = build(engine.read_parquet(input_cfg.paths[0]) if raw else read_input(input_cfg, units))
     engine.write_partitioned(ds, run.stage_dir(stage), partition_col, extras)
     run.mark_done(stage, fp)
     return True
@@ -102,6 +105,17 @@ def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -
     return _run_stage(run, "tokenize", (cfg.tokenize,), input_cfg, force, build, schema.SPLIT)
 
 
+def pack(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
+        fn = pack_split_rows(cfg.pack.seq_len, cfg.pack.pad_id, cfg.pack.overflow)
+        return engine.map_tables(ds, fn, batch_size=cfg.pack.docs_per_batch), {}
+
+    done = _run_stage(run, "pack", (cfg.pack,), input_cfg, force, build, schema.SPLIT, raw=True)
+    if cfg.pack.token_bin:
+        export_token_bin(run.stage_dir("tokenize"), run.root / "export" / "tokens", force or done)
+    return done
+
+
 def _ensure_split(table: pa.Table) -> pa.Table:
     """A tokenize run on unsplit input files its rows under split=all."""
     if schema.SPLIT in table.column_names:
@@ -122,7 +136,8 @@ def _export(cfg: RunConfig, run: RunDir, force: bool) -> None:
     run.mark_done(name, fp)
 
 
-STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "leakage": leakage, "tokenize": tokenize}
+STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "leakage": leakage, "tokenize": tokenize,
+               "pack": pack}
 
 
 def stage_input(run: RunDir, prev: str) -> InputConfig:
@@ -136,9 +151,9 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool =
     run = RunDir(cfg.output.dir)
     run.root.mkdir(parents=True, exist_ok=True)
     write_atomic(run.root / "config.toml", to_toml(cfg))
-    if not cfg.leakage.enabled:
-        stages = tuple(s for s in stages if s != "leakage")
-        run.marker("leakage").unlink(missing_ok=True)  # stats must not chain through an earlier run's check
+    for off in [name for name, on in (("leakage", cfg.leakage.enabled), ("pack", cfg.pack.enabled)) if not on]:
+        stages = tuple(s for s in stages if s != off)
+        run.marker(off).unlink(missing_ok=True)  # stats must not chain through an earlier run's output
     with engine.ray_session(cfg.ray):
         for i, stage in enumerate(stages):
             src = (input_cfg or cfg.input) if i == 0 else stage_input(run, stages[i - 1])

@@ -22,6 +22,10 @@ def format_summary(stats: dict[str, Any]) -> str:
                 detail += f"  tokens={s['tokens']:,}"
         else:
             detail = ""
+        if "packing" in s:
+            pk = s["packing"]
+            detail = (f"sequences of {pk['seq_len']}: {pk['packed_tokens']:,} tokens, padding {pk['padding_tokens']:,}, "
+                      f"cropped {pk['cropped_tokens']:,}, efficiency {pk['efficiency']:.1%}")
         if "cluster_sizes" in s:
             detail = "near-dup clusters by size: " + "  ".join(f"{k}:{v:,}" for k, v in s["cluster_sizes"].items())
         rows.append((name, f"{s['rows_in']:,}", f"{s['rows_out']:,}", f"{sum(s['dropped'].values()):,}",
@@ -35,7 +39,8 @@ def format_summary(stats: dict[str, Any]) -> str:
         lines += ["", "dropped by reason:"]
         lines += [f"  {stage:<9} {reason:<24} {n:>9,}" for stage, reason, n in drops]
     ok = "holds" if stats["invariant_ok"] else "BROKEN"
-    lines += ["", f"rows_in == rows_out + dropped + quarantined {ok} for every stage; output: {stats['run_dir']}"]
+    lines += ["", f"rows_in == rows_out + dropped + quarantined {ok} for every stage (pack: every token packed or "
+                  f"counted as cropped); output: {stats['run_dir']}"]
     return "\n".join(lines)
 
 
