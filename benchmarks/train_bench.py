@@ -135,7 +135,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args, json.loads(args.child))))
         return
-    report: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "json")}}
+    report: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                             if k not in ("child", "json")}}
     if args.tokenize_dir:
         report["padding"] = padding_figures(args.tokenize_dir, args.micro, args.seq_len)
         print(json.dumps(report["padding"], indent=2))

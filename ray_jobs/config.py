@@ -170,9 +170,10 @@ class PackConfig:
     # the sample leave ~1 % padding at seq_len 2048.
     docs_per_batch: int = 4096
     pad_id: int = 0  # any id: padding has label -100 and lies outside every document's seq_lens
-    # Also write RUN/export/tokens/<split>.bin (the documents' ids back to back, uint16 below 65,536 token ids,
-    # else uint32) with <split>.idx.npy (document start offsets): nanoGPT-style, for other trainers.
-    token_bin: bool = False
+    # Copies for other trainers: "bin" = RUN/export/tokens/<split>.bin (the documents' ids back to back, uint16
+    # below 65,536 token ids, else uint32) + <split>.idx.npy (document offsets), nanoGPT-style; "webdataset" =
+    # RUN/export/tokens-webdataset/<split>/ tar shards of the packed rows, one .npy per column.
+    exports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
@@ -180,6 +181,8 @@ class PackConfig:
         _choice("pack.overflow", self.overflow, ("split", "crop"))
         if self.docs_per_batch < 1:
             raise ValueError(f"pack.docs_per_batch must be >= 1; got {self.docs_per_batch}")
+        for e in self.exports:
+            _choice("pack.exports[]", e, ("bin", "webdataset"))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ def test_dynamic_padding_pads_to_the_longest_row_of_the_batch():
     assert batch["attention_mask"].sum().item() == 9 == batch[REAL_TOKENS].item()
     assert batch["labels"][0].tolist() == [1, 2, 3, IGNORE, IGNORE]
     assert batch["input_ids"][2].tolist() == [1, 0, 0, 0, 0]
+    cut = collate_padded(_rows([3, 5, 1]), pad_id=0, max_len=4)  # long rows cut to the model's length
+    assert cut["input_ids"].tolist() == [[1, 2, 3, 0], [1, 2, 3, 4], [1, 0, 0, 0]] and cut[REAL_TOKENS].item() == 8
 
 
 def test_length_bucketing_groups_similar_lengths():
@@ -124,3 +126,13 @@ def test_bf16_and_8bit_optimizer_step_on_cuda():
     ids = torch.randint(0, VOCAB, (4, 32), device=device)
     it = iter([{"input_ids": ids, "labels": ids, REAL_TOKENS: torch.tensor(128)}] * 2)
     assert optimizer_step(model, opt, sched, it, cfg, True, device) is not None
+
+
+def test_a_local_pretrained_model_is_loaded_as_it_is(tmp_path):
+    tiny = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=4), VOCAB, 64, "sdpa")
+    tiny.save_pretrained(tmp_path / "tiny")
+    loaded = build_model(ModelConfig(pretrained=str(tmp_path / "tiny")), 49152, 2048, "sdpa")
+    assert loaded.config.vocab_size == VOCAB  # its own config, not the run's sizes
+    ids = torch.randint(0, VOCAB, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(tiny(input_ids=ids).logits, loaded(input_ids=ids).logits)

@@ -35,6 +35,38 @@ def webdataset_rows(table: pa.Table) -> pa.Table:
     return pa.table({"__key__": keys, "txt": pa.array(texts, pa.binary()), "json": pa.array(blobs, pa.binary())})
 
 
+def packed_webdataset_rows(table: pa.Table) -> pa.Table:
+    """Packed token rows -> WebDataset samples, one `.npy` member per column (`<key>.input_ids.npy`, ...: readers
+    decode them by the last extension). The key is the xxh3 of the row's ids and its place in the batch."""
+    import io
+
+    import numpy as np
+
+    cols = [c for c in table.column_names if c != schema.SPLIT]
+    out: dict[str, list] = {"__key__": [], **{f"{c}.npy": [] for c in cols}}
+    for i, row in enumerate(table.select(cols).to_pylist()):
+        out["__key__"].append(f"{xxhash.xxh3_64_hexdigest(np.asarray(row[cols[0]], np.int32).tobytes())}{i:06d}")
+        for c in cols:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(row[c], dtype=np.int32))
+            out[f"{c}.npy"].append(buf.getvalue())
+    return pa.table({k: v if k == "__key__" else pa.array(v, pa.binary()) for k, v in out.items()})
+
+
+def export_packed_webdataset(pack_dir: Path, out_dir: Path, force: bool) -> None:
+    """The pack stage's rows as WebDataset tar shards per split, written by Ray tasks, renamed into place."""
+    if out_dir.is_dir() and not force:
+        return
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    for part in sorted(p for p in pack_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
+        rows = engine.map_tables(engine.read_parquet(part), packed_webdataset_rows, batch_size=1024)
+        rows.write_webdataset(str(tmp / part.name.split("=", 1)[1]), encoder=None)  # values are bytes already
+    tmp.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
 def _drop_bookkeeping(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in table.column_names if c in BOOKKEEPING])
 

@@ -14,7 +14,7 @@ from ray_jobs import engine, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.io.formats import FileUnit
 from ray_jobs.io.readers import CorpusDatasource, discover
-from ray_jobs.io.writers import export, export_token_bin
+from ray_jobs.io.writers import export, export_packed_webdataset, export_token_bin
 from ray_jobs.jobs import dedup as dedup_recipe
 from ray_jobs.jobs.dedup import leakage as leakage_recipe
 from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
@@ -111,8 +111,10 @@ def pack(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bo
         return engine.map_tables(ds, fn, batch_size=cfg.pack.docs_per_batch), {}
 
     done = _run_stage(run, "pack", (cfg.pack,), input_cfg, force, build, schema.SPLIT, raw=True)
-    if cfg.pack.token_bin:
+    if "bin" in cfg.pack.exports:
         export_token_bin(run.stage_dir("tokenize"), run.root / "export" / "tokens", force or done)
+    if "webdataset" in cfg.pack.exports:
+        export_packed_webdataset(run.stage_dir("pack"), run.root / "export" / "tokens-webdataset", force or done)
     return done
 
 

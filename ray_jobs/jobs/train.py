@@ -62,7 +62,7 @@ def train(cfg: RunConfig) -> dict:
         if packed:
             seq_len = file_schema.field(INPUT_IDS).type.list_size
         else:
-            seq_len = cfg.pack.seq_len
+            seq_len = cfg.pack.seq_len  # rows are cut to it in the collate
             if cfg.train.bucket_batches:
                 ds = engine.map_tables(ds, sort_by_length,
                                        batch_size=cfg.train.micro_batch_size * cfg.train.bucket_batches)

@@ -44,18 +44,20 @@ def collate_packed(table: pa.Table, document_attention: bool) -> dict[str, torch
     return out
 
 
-def collate_padded(table: pa.Table, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Variable-length rows padded to the longest in the batch (dynamic padding): pad id in input_ids, IGNORE in
-    labels, 0 in attention_mask."""
+def collate_padded(table: pa.Table, pad_id: int = 0, max_len: int = 0) -> dict[str, torch.Tensor]:
+    """Variable-length rows padded to the longest in the batch (dynamic padding), each cut to max_len first (0 =
+    uncut): pad id in input_ids, IGNORE in labels, 0 in attention_mask."""
     ids = table[INPUT_IDS].combine_chunks()
     labels = table[LABELS].combine_chunks()
-    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    full = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = np.minimum(full, max_len) if max_len else full
     width = int(lengths.max()) if len(lengths) else 0
     mask = np.arange(width)[None, :] < lengths[:, None]
+    keep = (np.arange(int(full.sum())) - np.repeat(np.cumsum(full) - full, full)) < np.repeat(lengths, full)
     out_ids = np.full((len(lengths), width), pad_id, np.int64)
     out_labels = np.full((len(lengths), width), IGNORE, np.int64)
-    out_ids[mask] = ids.flatten().to_numpy(zero_copy_only=False)
-    out_labels[mask] = labels.flatten().to_numpy(zero_copy_only=False)
+    out_ids[mask] = ids.flatten().to_numpy(zero_copy_only=False)[keep]
+    out_labels[mask] = labels.flatten().to_numpy(zero_copy_only=False)[keep]
     return {"input_ids": torch.from_numpy(out_ids), "labels": torch.from_numpy(out_labels),
             "attention_mask": torch.from_numpy(mask.astype(np.int64)), REAL_TOKENS: torch.tensor(int(lengths.sum()))}
 
@@ -63,10 +65,10 @@ def collate_padded(table: pa.Table, pad_id: int = 0) -> dict[str, torch.Tensor]:
 class Collate(ArrowBatchCollateFn):
     """What `iter_torch_batches` calls on each Arrow batch."""
 
-    def __init__(self, packed: bool, document_attention: bool = True, pad_id: int = 0) -> None:
-        self.packed, self.document_attention, self.pad_id = packed, document_attention, pad_id
+    def __init__(self, packed: bool, document_attention: bool = True, pad_id: int = 0, max_len: int = 0) -> None:
+        self.packed, self.document_attention, self.pad_id, self.max_len = packed, document_attention, pad_id, max_len
 
     def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:
         if self.packed:
             return collate_packed(batch, self.document_attention)
-        return collate_padded(batch, self.pad_id)
+        return collate_padded(batch, self.pad_id, self.max_len)

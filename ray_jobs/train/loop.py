@@ -79,7 +79,7 @@ def train_loop(config: dict) -> None:
     peak = peak_flops(cfg)
     metrics_path = Path(config["metrics_path"])
     shard = ray.train.get_dataset_shard(cfg.split)
-    collate = Collate(config["packed"], cfg.packed_attention == "document", config["pad_id"])
+    collate = Collate(config["packed"], cfg.packed_attention == "document", config["pad_id"], seq_len)
     if rank == 0:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("model %s: %.2f M parameters, attention %s, %s, optimizer %s", raw.config.model_type,
