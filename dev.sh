@@ -10,8 +10,16 @@ VENV=.venv
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+system_packages() {
+  # Tesseract and its English data, for OCR of scanned PDF pages (pytesseract calls the binary).
+  if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx eng; then return 0; fi
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq tesseract-ocr tesseract-ocr-eng
+}
+
 install() {
   "$PY" -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
+  system_packages
   local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   if ! "$PY" -m venv "$VENV" 2>/dev/null; then

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="TOML config (e.g. cluster/configs/train-tiny-cpu.toml)")
     p.add_argument("--output", help="run directory (default: output.dir); re-running resumes its checkpoint")
     _common(p)
+    p = sub.add_parser("ingest", help="images, PDF pages (OCR where needed) and audio clips of a manifest as rows: "
+                                      "OUTPUT/ingest/<modality>/status=*/")
+    p.add_argument("manifest", help="JSONL manifest (id, modality, file, page, caption/transcription/"
+                                    "instruction+response) or a COCO captions JSON")
+    p.add_argument("--output", required=True, help="run directory")
+    p.add_argument("--config", help="TOML config")
+    _common(p)
     p = sub.add_parser("stats", help="recompute and print a run's stats from its files")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print stats.json instead of the table")
@@ -81,6 +88,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.output:
         overrides.append(f"output.dir={args.output}")
     cfg = load_config(args.config, overrides)
+    if args.verb == "ingest":
+        from ray_jobs.jobs.ingest import ingest
+
+        for modality, counts in ingest(cfg, args.manifest).items():
+            print(f"{modality:<6} " + "  ".join(f"{k}={v:,}" for k, v in counts.items()))
+        return 0
     if args.verb == "train":
         from ray_jobs.jobs.train import train  # imports torch and transformers: only for this verb
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from ray_jobs.dedup.leakage import LeakageConfig
 from ray_jobs.dedup.lsh import NearDedupConfig
+from ray_jobs.multimodal.audio import AudioConfig
+from ray_jobs.multimodal.images import ImageConfig
+from ray_jobs.multimodal.pdf import PdfConfig
 from ray_jobs.stages.langid import LangIdConfig
 from ray_jobs.stages.normalize import NormalizeConfig
 from ray_jobs.stages.quality import QualityConfig
@@ -257,6 +260,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """`ray-jobs ingest MANIFEST`: images, PDF pages and audio clips as rows (ray_jobs/multimodal/)."""
+
+    image: ImageConfig = field(default_factory=ImageConfig)
+    pdf: PdfConfig = field(default_factory=PdfConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    # COCO captions JSON: the image folder; "" = the folder named after the JSON (captions_train2017.json ->
+    # ../train2017 next to the annotations folder)
+    coco_images: str = ""
+    rows_per_task: int = 16  # assets per task: PDFs and audio clips are seconds each
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     dir: str = str(REPO_DIR / "shards" / "out" / "run")
     # Besides the Parquet stage folders, export the final kept rows (split stage) in this format.
@@ -278,6 +294,7 @@ class RunConfig:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -169,6 +169,11 @@ def read_parquet(path: str | Path) -> ray.data.Dataset:
     return ray.data.read_parquet(str(path), file_extensions=["parquet"])
 
 
+def from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
+    """A small driver-side table (a manifest: paths and captions, not the assets) as blocks of rows_per_block."""
+    return ray.data.from_arrow([table.slice(i, rows_per_block) for i in range(0, max(len(table), 1), rows_per_block)])
+
+
 def read_datasource(datasource: ray.data.Datasource) -> ray.data.Dataset:
     return ray.data.read_datasource(datasource)
 
