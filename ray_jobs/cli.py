@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", required=True, help="file, folder or glob (Parquet, JSONL, CSV, text, tar)")
         p.add_argument("--output", required=True, help="run directory to write the stage folder into")
         p.add_argument("--config", help="TOML config")
+        if stage == "pack":
+            p.add_argument("--format", default="tokens", choices=("tokens", "webdataset", "parquet"),
+                           help="tokens: pack token rows into seq_len rows (the stage); webdataset / parquet: "
+                                "ingested assets into shards under OUTPUT/assets/<format>/")
         _common(p)
     p = sub.add_parser("train", help="Ray Train workers on the token rows (train.data, or the pipeline run "
                                      "through pack first): metrics and checkpoints under OUTPUT/train")
@@ -93,6 +97,11 @@ def _run(args: argparse.Namespace) -> int:
 
         for modality, counts in ingest(cfg, args.manifest).items():
             print(f"{modality:<6} " + "  ".join(f"{k}={v:,}" for k, v in counts.items()))
+        return 0
+    if args.verb == "pack" and args.format != "tokens":
+        from ray_jobs.jobs.ingest import pack_assets
+
+        print(f"assets: {pack_assets(cfg, args.input, args.format)}")
         return 0
     if args.verb == "train":
         from ray_jobs.jobs.train import train  # imports torch and transformers: only for this verb

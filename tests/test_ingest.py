@@ -43,11 +43,13 @@ def ingested(ray_local, tmp_path_factory):
 def test_every_manifest_line_lands_in_exactly_one_place(ingested):
     out, lines = ingested
     counts = json.loads((out / "ingest" / "_counts.json").read_text())
-    assert counts["image"] == {"kept": 3, "quarantined": 4}  # 3 good images; truncated, bomb, text, broken line
+    # 3 good images, one of them the same bytes as another; truncated, bomb, text and the broken manifest line
+    assert counts["image"] == {"exact_duplicate": 1, "kept": 2, "quarantined": 4}
     assert counts["audio"] == {"kept": 1, "quarantined": 1}
     assert counts["pdf"] == {"empty_page": 1, "kept": 3, "quarantined": 3}  # 2+1 pages; encrypted, broken, garbage
     images = {r["id"]: r for r in _rows(out / "ingest" / "image")}
     assert images["a.png"]["text"] == "a photo called a.png" and images["a.png"]["width"] == 400
+    assert images["copy.png"]["status"] == "exact_duplicate" and images["copy.png"]["duplicate_of"] == "a.png"
     assert any(i.startswith("manifest.jsonl:") and "malformed JSON" in r["_error"] for i, r in images.items())
     pages = {r["id"]: r for r in _rows(out / "ingest" / "pdf")}
     assert pages["scanned.pdf:p1"]["ocr"] and "quick brown fox" in pages["scanned.pdf:p1"]["text"].lower()
@@ -61,9 +63,8 @@ def test_ingested_rows_go_through_dedup_and_split_like_text(ingested, tmp_path):
     assert cli_main(["dedup", "--input", str(out / "ingest" / "image" / "status=kept"), "--output", str(run),
                      "--set", "ray.progress_bars=false"]) == 0
     kept = _rows(run / "dedup" / "status=kept")
-    # a.png and copy.png have different captions, so the text pipeline keeps both; the image bytes travel along
-    assert sorted(r["id"] for r in kept) == ["a.png", "b.jpg", "copy.png"]
+    assert sorted(r["id"] for r in kept) == ["a.png", "b.jpg"]  # the image bytes travel along
     assert all(r["image"] and r["content_hash"] for r in kept)
     assert cli_main(["split", "--input", str(run / "dedup" / "status=kept"), "--output", str(run),
                      "--set", "ray.progress_bars=false"]) == 0
-    assert sorted(r["id"] for r in _rows(run / "split")) == ["a.png", "b.jpg", "copy.png"]
+    assert sorted(r["id"] for r in _rows(run / "split")) == ["a.png", "b.jpg"]

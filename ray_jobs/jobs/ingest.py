@@ -11,17 +11,23 @@ cleans, deduplicates and splits it, its asset columns travelling with it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import engine, schema
 from ray_jobs.config import RunConfig
 from ray_jobs.multimodal.audio import AudioStage
-from ray_jobs.multimodal.images import ImageStage
+from ray_jobs.dedup.exact import BUCKET, HASH, keep_lowest_id
+from ray_jobs.multimodal.images import CONTENT_HASH, ImageStage
 from ray_jobs.multimodal.manifest import MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.multimodal.pdf import PdfStage
+from ray_jobs.multimodal.shards import asset_rows, webdataset_samples
 from ray_jobs.rundir import partition_counts, write_atomic
 
 INGEST = "ingest"
@@ -67,8 +73,42 @@ def ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
             actors, cpus = pools[modality]
             ds = engine.apply(engine.from_table(part, cfg.ingest.rows_per_task), stages[modality], batch_size=None,
                               actors=actors, actor_cpus=cpus)
-            engine.write_partitioned(engine.map_tables(ds, _finish, batch_size=None), out / modality,
-                                     schema.STATUS, {})
+            ds = engine.map_tables(ds, _finish, batch_size=None)
+            if modality == "image":  # the same bytes twice: the lowest id kept, the others exact_duplicate
+                ds = engine.map_groups(engine.map_tables(ds, _hash_bucket(1 + len(part) // 50_000), batch_size=None),
+                                       BUCKET, keep_lowest_id, num_partitions=1 + len(part) // 50_000)
+            engine.write_partitioned(ds, out / modality, schema.STATUS, {})
             counts[modality] = partition_counts(out / modality)
     write_atomic(out / "_counts.json", json.dumps(counts, indent=2) + "\n")
     return counts
+
+
+def _hash_bucket(buckets: int):
+    """The image content hash as the exact-dedup hash and bucket (its first 64 bits)."""
+    def fn(table: pa.Table) -> pa.Table:
+        h = np.array([int(x[:16], 16) if x else 0 for x in table[CONTENT_HASH].to_pylist()], dtype=np.uint64)
+        return table.append_column(HASH, pa.array(h)).append_column(
+            BUCKET, pa.array((h % np.uint64(buckets)).astype(np.int32)))
+
+    return fn
+
+
+def pack_assets(cfg: RunConfig, src: str, fmt: str) -> Path:
+    """Ingested rows (any `RUN/ingest/<modality>/...` folder) -> OUTPUT/assets/<fmt>/: WebDataset tar shards or
+    Parquet with the asset bytes in a binary column (multimodal/shards.py), written by Ray tasks, renamed
+    into place when complete."""
+    if fmt not in ("webdataset", "parquet"):
+        raise ValueError(f"pack --format must be tokens, webdataset or parquet; got {fmt!r}")
+    target = Path(cfg.output.dir) / "assets" / fmt
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with engine.ray_session(cfg.ray):
+        rows = engine.map_tables(engine.read_parquet(src), asset_rows, batch_size=cfg.ingest.rows_per_task)
+        if fmt == "parquet":
+            rows.write_parquet(str(tmp), compression="zstd")
+        else:
+            engine.map_tables(rows, webdataset_samples, batch_size=None).write_webdataset(str(tmp), encoder=None)
+    tmp.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target

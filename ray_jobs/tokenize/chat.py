@@ -106,8 +106,11 @@ def _check_messages(messages: list[dict]) -> None:
     if not messages:
         raise ValueError("empty conversation: expected a list of {role, content} messages")
     for m in messages:
-        if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise ValueError(f"expected messages with role in {ROLES} and a string content; found {m!r}")
+        content = m.get("content")
+        parts = isinstance(content, list) and all(isinstance(p, dict) and "type" in p for p in content)
+        if m.get("role") not in ROLES or not (isinstance(content, str) or parts):
+            raise ValueError(f"expected messages with role in {ROLES} and a string content (or a list of "
+                             f"{{type: ...}} parts, as vision templates take); found {m!r}")
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("conversation has no assistant turn: nothing to train on")
 
