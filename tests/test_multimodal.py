@@ -180,3 +180,15 @@ def test_ljspeech_clips_in_three_formats_decode_alike(shared_data):
     assert np.allclose(decoded["flac"][0], wav, atol=1e-4)  # lossless
     n = min(len(wav), len(decoded["mp3"][0]))
     assert np.corrcoef(wav[:n], decoded["mp3"][0][:n])[0, 1] > 0.9  # lossy, aligned
+
+
+def test_same_bytes_in_another_file_is_a_duplicate_but_captions_of_one_file_are_not():
+    from ray_jobs.jobs.ingest import _hash_bucket, duplicate_files
+
+    table = pa.table({"id": ["a1", "a2", "b", "c", "q"], "file": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "q.jpg"],
+                      "content_hash": ["f" * 32, "f" * 32, "f" * 32, "e" * 32, None],
+                      "status": ["kept", "kept", "kept", "kept", "quarantined"]})
+    out = {r["id"]: r for r in duplicate_files(_hash_bucket(1)(table)).to_pylist()}
+    assert {k: r["status"] for k, r in out.items()} == {"a1": "kept", "a2": "kept", "b": "exact_duplicate",
+                                                        "c": "kept", "q": "quarantined"}
+    assert out["b"]["duplicate_of"] == "a1" and out["a2"]["duplicate_of"] is None

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 from ray_jobs import engine, schema
 from ray_jobs.config import RunConfig
 from ray_jobs.multimodal.audio import AudioStage
-from ray_jobs.dedup.exact import BUCKET, HASH, keep_lowest_id
+from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, HASH, keep_lowest_id
 from ray_jobs.multimodal.images import CONTENT_HASH, ImageStage
-from ray_jobs.multimodal.manifest import MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
+from ray_jobs.multimodal.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.multimodal.pdf import PdfStage
 from ray_jobs.multimodal.shards import asset_rows, webdataset_samples
 from ray_jobs.rundir import partition_counts, write_atomic
@@ -74,9 +74,9 @@ def ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
             ds = engine.apply(engine.from_table(part, cfg.ingest.rows_per_task), stages[modality], batch_size=None,
                               actors=actors, actor_cpus=cpus)
             ds = engine.map_tables(ds, _finish, batch_size=None)
-            if modality == "image":  # the same bytes twice: the lowest id kept, the others exact_duplicate
+            if modality == "image":  # the same bytes in another file: exact_duplicate of the lowest id's file
                 ds = engine.map_groups(engine.map_tables(ds, _hash_bucket(1 + len(part) // 50_000), batch_size=None),
-                                       BUCKET, keep_lowest_id, num_partitions=1 + len(part) // 50_000)
+                                       BUCKET, duplicate_files, num_partitions=1 + len(part) // 50_000)
             engine.write_partitioned(ds, out / modality, schema.STATUS, {})
             counts[modality] = partition_counts(out / modality)
     write_atomic(out / "_counts.json", json.dumps(counts, indent=2) + "\n")
@@ -91,6 +91,19 @@ def _hash_bucket(buckets: int):
             BUCKET, pa.array((h % np.uint64(buckets)).astype(np.int32)))
 
     return fn
+
+
+def duplicate_files(table: pa.Table) -> pa.Table:
+    """One bucket of image rows: rows of the lowest id's file stay kept (several captions of one image are
+    several pairs, not duplicates: COCO has five per image); a row whose file is another with the same bytes is
+    `exact_duplicate` of that lowest id. Helper columns dropped; quarantined rows untouched."""
+    out = keep_lowest_id(table)  # status and duplicate_of by content hash, as exact text dedup does
+    rows = out.to_pylist()
+    first_file = {r[schema.ID]: r[FILE] for r in rows if r[schema.STATUS] == schema.KEPT}
+    for r in rows:
+        if r[schema.STATUS] == EXACT_DUPLICATE and first_file.get(r[DUPLICATE_OF]) == r[FILE]:
+            r[schema.STATUS], r[DUPLICATE_OF] = schema.KEPT, None
+    return pa.Table.from_pylist(rows, schema=out.schema)
 
 
 def pack_assets(cfg: RunConfig, src: str, fmt: str) -> Path:
