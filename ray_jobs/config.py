@@ -50,6 +50,9 @@ class InputConfig:
     id_column: str = "id"  # used as the row id when present; otherwise "<relative path>:<offset>"
     text_mode: str = "line"  # plain .txt files: one document per "line" or per "file"
     csv_delimiter: str = ","
+    # A tar member larger than this is not read into memory: its sample is quarantined (a text sample of
+    # hundreds of MB is a broken or hostile shard, not a document).
+    max_member_mb: int = 256
     # An HF `datasets` input: a local path / save_to_disk folder / hub id, with its split.
     hf_split: str = "train"
 

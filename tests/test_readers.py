@@ -512,3 +512,15 @@ def test_config_file_with_typo_section(tmp_path):
         load_config(f)
     with pytest.raises(ValueError, match=r"config file .*missing\.toml does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_tar_members_over_the_size_limit_and_traversal_names_are_harmless(tmp_path):
+    f = make_tar(tmp_path / "w" / "shard.tar", [
+        ("a.txt", b"text of a"), ("big.txt", b"x" * (2 * 1024 * 1024)), ("big.json", b'{"k": 1}'),
+        ("../../escape.txt", b"text of escape"), ("c.txt", b"text of c")])
+    rows = read_rows(f, max_member_mb=1)
+    assert [(r["id"], r["text"]) for r in good(rows)] == [
+        ("w/shard.tar:a", "text of a"), ("w/shard.tar:escape", "text of escape"), ("w/shard.tar:c", "text of c")]
+    (q,) = bad(rows)  # the big sample is quarantined, not read into memory; the shard goes on
+    assert q["id"] == "w/shard.tar:big" and "member big.txt is 2 MB, over input.max_member_mb = 1" in q["_error"]
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()

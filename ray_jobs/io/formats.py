@@ -278,6 +278,7 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
     index = 0
     key: str | None = None
     parts: dict[str, bytes] = {}
+    oversized: list[str] = []  # members of the current sample skipped for their size
 
     def emit() -> None:
         nonlocal index
@@ -285,6 +286,9 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
             return
         meta: dict[str, Any] = {}
         try:
+            if oversized:
+                raise ValueError(f"{', '.join(oversized)} over input.max_member_mb = {cfg.max_member_mb}; not read "
+                                 f"(raise the limit if such members are expected)")
             if "json" in parts:
                 try:
                     meta = json.loads(parts["json"].decode("utf-8"))
@@ -315,7 +319,11 @@ def _records_webdataset(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) ->
                 if k != key:
                     emit()
                     yield from out.flush()
-                    key, parts = k, {}
+                    key, parts, oversized = k, {}, []
+                # Names are only keys: nothing is extracted to disk, so `../` in a member name reaches no path.
+                if member.size > cfg.max_member_mb * 1024 * 1024:
+                    oversized.append(f"member {member.name} is {member.size / 1e6:,.0f} MB,")
+                    continue  # a streamed tar skips the unread bytes when it moves to the next member
                 fh = tar.extractfile(member)
                 assert fh is not None
                 data = fh.read()
