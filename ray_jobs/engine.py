@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import ray.data
 from ray.data.context import ShuffleStrategy
 
 from ray_jobs.config import RayConfig
+from ray_jobs.rundir import atomic_dir
 from ray_jobs.stages.base import Stage
 
 
@@ -192,20 +192,17 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
     Everything goes to a temporary sibling folder first and is renamed into place when complete, so a crashed
     run never leaves a half-written stage folder that a re-run would mistake for output.
     """
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
-    tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
-    for name, extra in extras.items():
-        assert name.startswith("_"), name
-        if isinstance(extra, str):
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(extra)
-        else:
-            extra.write_parquet(str(tmp / name), compression="zstd")
-            (tmp / name).mkdir(exist_ok=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
+        tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
+        for name, extra in extras.items():
+            assert name.startswith("_"), name
+            if isinstance(extra, str):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_text(extra)
+            else:
+                extra.write_parquet(str(tmp / name), compression="zstd")
+                (tmp / name).mkdir(exist_ok=True)
 
 
 def fit(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray.data.Dataset], *,

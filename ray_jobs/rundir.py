@@ -14,10 +14,14 @@ whose marker carries the same fingerprint; a changed config or input, or `--forc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,18 @@ PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPL
 
 def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to write into; when the block ends, it replaces `out_dir` whole. A crash
+    leaves the old folder (or none), never a half-written one that a re-run would take for output."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    yield tmp
+    tmp.mkdir(parents=True, exist_ok=True)  # a writer that wrote nothing still leaves its (empty) folder
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
 
 
 def write_atomic(path: Path, text: str) -> None:

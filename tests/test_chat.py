@@ -31,7 +31,7 @@ MARKED_TURN = ("{{'<|im_start|>' + message['role'] + '\n'}}{% if message['role']
 
 
 @pytest.fixture(scope="module", params=["asset", "shared"])
-def tokenizer_path(request, tmp_path_factory):
+def tokenizer_path(request):
     if request.param == "asset":
         return ASSET
     from tests.conftest import SHARED_DATA

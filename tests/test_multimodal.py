@@ -13,7 +13,6 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from ray_jobs import schema
 from ray_jobs.multimodal.audio import AudioConfig, AudioStage, load_mono_16k
 from ray_jobs.multimodal.images import ImageConfig, ImageStage
 from ray_jobs.multimodal.manifest import coco_manifest, read_manifest

@@ -8,15 +8,14 @@ Everything written here reads back through `ray_jobs.io` with the same ids and t
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import xxhash
 
 from ray_jobs import engine, schema
+from ray_jobs.rundir import atomic_dir
 
 BOOKKEEPING = {schema.OFFSET, schema.ERROR, schema.STATUS}
 
@@ -57,14 +56,10 @@ def export_packed_webdataset(pack_dir: Path, out_dir: Path, force: bool) -> None
     """The pack stage's rows as WebDataset tar shards per split, written by Ray tasks, renamed into place."""
     if out_dir.is_dir() and not force:
         return
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    for part in sorted(p for p in pack_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
-        rows = engine.map_tables(engine.read_parquet(part), packed_webdataset_rows, batch_size=1024)
-        rows.write_webdataset(str(tmp / part.name.split("=", 1)[1]), encoder=None)  # values are bytes already
-    tmp.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for part in sorted(p for p in pack_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
+            rows = engine.map_tables(engine.read_parquet(part), packed_webdataset_rows, batch_size=1024)
+            rows.write_webdataset(str(tmp / part.name.split("=", 1)[1]), encoder=None)  # values are bytes already
 
 
 def _drop_bookkeeping(table: pa.Table) -> pa.Table:
@@ -73,27 +68,24 @@ def _drop_bookkeeping(table: pa.Table) -> pa.Table:
 
 def export(src_dir: Path, out_dir: Path, fmt: str, batch_size: int) -> None:
     """Write every `split=<s>` partition of `src_dir` to `out_dir/<s>/` in `fmt`."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     parts = sorted(p for p in src_dir.iterdir() if p.is_dir() and "=" in p.name)
-    for part in parts:
-        split = part.name.split("=", 1)[1]
-        target = tmp / split
-        if fmt == "hf":
-            _save_hf(part, target)
-            continue
-        ds = engine.map_tables(engine.read_parquet(part), _drop_bookkeeping, batch_size=batch_size)
-        if fmt == "parquet":
-            ds.write_parquet(str(target), compression="zstd")
-        elif fmt == "jsonl":
-            ds.write_json(str(target), force_ascii=False)
-        elif fmt == "webdataset":
-            engine.map_tables(ds, webdataset_rows, batch_size=batch_size).write_webdataset(str(target), encoder=None)  # values are bytes already
-        else:
-            raise ValueError(f"export format must be parquet, jsonl, webdataset or hf; got {fmt!r}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for part in parts:
+            split = part.name.split("=", 1)[1]
+            target = tmp / split
+            if fmt == "hf":
+                _save_hf(part, target)
+                continue
+            ds = engine.map_tables(engine.read_parquet(part), _drop_bookkeeping, batch_size=batch_size)
+            if fmt == "parquet":
+                ds.write_parquet(str(target), compression="zstd")
+            elif fmt == "jsonl":
+                ds.write_json(str(target), force_ascii=False)
+            elif fmt == "webdataset":
+                rows = engine.map_tables(ds, webdataset_rows, batch_size=batch_size)
+                rows.write_webdataset(str(target), encoder=None)  # values are bytes already
+            else:
+                raise ValueError(f"export format must be parquet, jsonl, webdataset or hf; got {fmt!r}")
 
 
 def _save_hf(part: Path, target: Path) -> None:
@@ -118,27 +110,24 @@ def export_token_bin(tokenize_dir: Path, out_dir: Path, force: bool) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    meta: dict = {"splits": {}}
-    for part in sorted(p for p in tokenize_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
-        split = part.name.split("=", 1)[1]
-        files = sorted(part.rglob("*.parquet"))
-        top = max((pc.max(pc.list_flatten(pq.read_table(f, columns=["input_ids"])["input_ids"])).as_py() or 0
-                   for f in files), default=0)
-        dtype = np.uint16 if top < 1 << 16 else np.uint32
-        starts, pos = [0], 0
-        with open(tmp / f"{split}.bin", "wb") as fh:
-            for f in files:
-                ids = pq.read_table(f, columns=["input_ids"])["input_ids"].combine_chunks()
-                lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
-                pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(dtype).tofile(fh)
-                ends = pos + np.cumsum(lengths[lengths > 0])
-                starts.extend(ends.tolist())
-                pos = int(ends[-1]) if len(ends) else pos
-        np.save(tmp / f"{split}.idx.npy", np.asarray(starts, dtype=np.int64))
-        meta["splits"][split] = {"dtype": np.dtype(dtype).name, "documents": len(starts) - 1, "tokens": pos}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        meta: dict = {"splits": {}}
+        for part in sorted(p for p in tokenize_dir.iterdir() if p.is_dir() and p.name.startswith(f"{schema.SPLIT}=")):
+            split = part.name.split("=", 1)[1]
+            files = sorted(part.rglob("*.parquet"))
+            top = max((pc.max(pc.list_flatten(pq.read_table(f, columns=["input_ids"])["input_ids"])).as_py() or 0
+                       for f in files), default=0)
+            dtype = np.uint16 if top < 1 << 16 else np.uint32
+            starts, pos = [0], 0
+            with open(tmp / f"{split}.bin", "wb") as fh:
+                for f in files:
+                    ids = pq.read_table(f, columns=["input_ids"])["input_ids"].combine_chunks()
+                    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
+                    pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(dtype).tofile(fh)
+                    ends = pos + np.cumsum(lengths[lengths > 0])
+                    starts.extend(ends.tolist())
+                    pos = int(ends[-1]) if len(ends) else pos
+            np.save(tmp / f"{split}.idx.npy", np.asarray(starts, dtype=np.int64))
+            meta["splits"][split] = {"dtype": np.dtype(dtype).name, "documents": len(starts) - 1, "tokens": pos}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

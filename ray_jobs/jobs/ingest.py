@@ -11,9 +11,6 @@ cleans, deduplicates and splits it, its asset columns travelling with it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from ray_jobs.multimodal.images import CONTENT_HASH, ImageStage
 from ray_jobs.multimodal.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.multimodal.pdf import PdfStage
 from ray_jobs.multimodal.shards import asset_rows, webdataset_samples
-from ray_jobs.rundir import partition_counts, write_atomic
+from ray_jobs.rundir import atomic_dir, partition_counts, write_atomic
 
 INGEST = "ingest"
 
@@ -113,15 +110,10 @@ def pack_assets(cfg: RunConfig, src: str, fmt: str) -> Path:
     if fmt not in ("webdataset", "parquet"):
         raise ValueError(f"pack --format must be tokens, webdataset or parquet; got {fmt!r}")
     target = Path(cfg.output.dir) / "assets" / fmt
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with engine.ray_session(cfg.ray):
+    with engine.ray_session(cfg.ray), atomic_dir(target) as tmp:
         rows = engine.map_tables(engine.read_parquet(src), asset_rows, batch_size=cfg.ingest.rows_per_task)
         if fmt == "parquet":
             rows.write_parquet(str(tmp), compression="zstd")
         else:
             engine.map_tables(rows, webdataset_samples, batch_size=None).write_webdataset(str(tmp), encoder=None)
-    tmp.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
     return target
