@@ -11,15 +11,23 @@ VENV=.venv
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 system_packages() {
-  # Tesseract and its English data, for OCR of scanned PDF pages (pytesseract calls the binary).
-  if command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx eng; then return 0; fi
+  # Tesseract and its English data, for OCR of scanned PDF pages (pytesseract calls the binary); for the
+  # tests also chromium and its driver, in which the report.html test renders the page.
+  local want=()
+  command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx eng ||
+    want+=(tesseract-ocr tesseract-ocr-eng)
+  if [ "${1:-}" = test ]; then
+    command -v chromium >/dev/null || want+=(chromium)
+    command -v chromedriver >/dev/null || want+=(chromium-driver)
+  fi
+  [ ${#want[@]} = 0 ] && return 0
   as_root apt-get update -qq
-  as_root apt-get install -y -qq tesseract-ocr tesseract-ocr-eng
+  as_root apt-get install -y -qq "${want[@]}"
 }
 
 install() {
   "$PY" -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
-  system_packages
+  system_packages "${1:-}"
   local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   if ! "$PY" -m venv "$VENV" 2>/dev/null; then
@@ -42,7 +50,7 @@ case "${1:-}" in
     exec "$VENV/bin/ray-jobs" run "$@"
     ;;
   test)
-    install
+    install test
     shift
     rc=0
     "$VENV/bin/python" -m pytest "$@" || rc=$?
