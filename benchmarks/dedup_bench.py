@@ -57,18 +57,24 @@ def corpus_size(path: Path) -> tuple[int, float]:
 
 class Sampler(threading.Thread):
     """Peak summed RSS of a process tree (the child and everything Ray starts under it), and the peak size of
-    the spill folder (Ray deletes spilled objects once freed, so only sampling sees them)."""
+    the spill folder (Ray deletes spilled objects once freed, so only sampling sees them); also the peak unique
+    memory (USS) of the largest single process, which is what bounds a worker."""
 
     def __init__(self, pid: int, spill: Path) -> None:
         super().__init__(daemon=True)
         self.root, self.spill, self.stop = psutil.Process(pid), spill, threading.Event()
-        self.peak = self.peak_spill = 0.0
+        self.peak = self.peak_spill = self.peak_process = 0.0
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20)
+                rss = [p.memory_info().rss / 2**20 for p in procs if p.is_running()]
+                self.peak = max(self.peak, sum(rss))
+                # the largest single process by its unique memory (USS): RSS also counts the object-store pages
+                # a worker has read, which are shared and belong to the store, not to the worker
+                uss = [p.memory_full_info().uss / 2**20 for p in procs if p.is_running()]
+                self.peak_process = max(self.peak_process, *uss)
             except psutil.Error:
                 pass
             if self.spill.exists():
@@ -77,30 +83,40 @@ class Sampler(threading.Thread):
             self.stop.wait(0.5)
 
 
-def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
-    rows, mb = corpus_size(corpus)
-    with tempfile.TemporaryDirectory(prefix="dedup_bench_") as tmp:
+def run_child(code: str, args: list[str], what: str) -> dict:
+    """`python -c code *args` with Ray's spill folder in a temporary directory, sampled while it runs: its
+    `RESULT {json}` line, plus the all-process and largest-process peak RSS and the peak spill (MB)."""
+    with tempfile.TemporaryDirectory(prefix="bench_spill_") as tmp:
         spill = Path(tmp) / "spill"
         spill_cfg = {"type": "filesystem", "params": {"directory_path": str(spill)}}
         env = {**os.environ, "RAY_object_spilling_config": json.dumps(spill_cfg)}
-        cmd = [sys.executable, "-c", CHILD, str(corpus), str(Path(tmp) / "run"),
-               json.dumps([f"ray.num_cpus={cpus}", *overrides])]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
         sampler = Sampler(proc.pid, spill)
         sampler.start()
         out, err = proc.communicate()
         sampler.stop.set()
-        if proc.returncode != 0:
-            raise RuntimeError(f"dedup run on {corpus} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{err[-3000:]}")
     result = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
+    return {**result, "all_processes_peak_rss_mb": round(sampler.peak),
+            "largest_process_peak_uss_mb": round(sampler.peak_process), "peak_spilled_mb": round(sampler.peak_spill)}
+
+
+def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
+    rows, mb = corpus_size(corpus)
+    with tempfile.TemporaryDirectory(prefix="dedup_bench_") as tmp:
+        result = run_child(CHILD, [str(corpus), str(Path(tmp) / "run"), json.dumps([f"ray.num_cpus={cpus}", *overrides])],
+                           f"dedup run on {corpus}")
     st = result["stats"]
     return {
         "corpus": str(corpus), "rows": rows, "mb": round(mb, 1), "seconds": round(result["seconds"], 1),
         "mb_per_s_per_core": round(mb / result["seconds"] / cpus, 3),
         "kept": st["rows_out"], "exact_duplicate": st["dropped"].get("exact_duplicate", 0),
         "near_duplicate": st["dropped"].get("near_duplicate", 0), "cluster_sizes": st.get("cluster_sizes"),
-        "driver_peak_rss_mb": round(result["driver_peak_rss_mb"]), "all_processes_peak_rss_mb": round(sampler.peak),
-        "peak_spilled_mb": round(sampler.peak_spill), "cpus": cpus, "overrides": overrides,
+        "driver_peak_rss_mb": round(result["driver_peak_rss_mb"]),
+        "all_processes_peak_rss_mb": result["all_processes_peak_rss_mb"],
+        "peak_spilled_mb": result["peak_spilled_mb"], "cpus": cpus, "overrides": overrides,
     }
 
 

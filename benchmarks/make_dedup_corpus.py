@@ -113,7 +113,8 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def book_texts(path: Path):
-    """(slug, text without the Project Gutenberg header/footer) for every book of the archive."""
+    """(author, slug, text without the Project Gutenberg header/footer) for every book of the archive (the author
+    is the archive's folder, e.g. "Dickens, Charles")."""
     with tarfile.open(path, "r|gz") as tar:
         for m in tar:
             name = Path(m.name.replace("\r", " "))
@@ -130,7 +131,7 @@ def book_texts(path: Path):
             if end := END.search(text):
                 text = text[:end.start()]
             slug = re.sub(r"[^a-z0-9]+", "-", name.stem.lower()).strip("-")[:60]
-            yield slug, WORLD_LIBRARY_NOTICE.sub("", text)
+            yield name.parts[0], slug, WORLD_LIBRARY_NOTICE.sub("", text)
 
 
 def paragraphs(text: str) -> list[str]:
@@ -174,7 +175,7 @@ class Base:
         bounds: list[tuple[int, int]] = []
         para_bytes: list[np.ndarray] = []  # with the 2 bytes of the separator
         seen: set[str] = set()
-        for slug, text in book_texts(path):
+        for _, slug, text in book_texts(path):
             while slug in seen:  # two titles with the same slug
                 slug += "-2"
             seen.add(slug)

@@ -98,7 +98,7 @@ def gutenberg_docs(mb: float) -> list[str]:
     from make_dedup_corpus import book_texts  # the same reading of the archive (run from benchmarks/)
 
     docs = []
-    for _, text in book_texts(GUTENBERG):
+    for _, _, text in book_texts(GUTENBERG):
         buf, size = [], 0
         for para in re.split(r"\n[ \t]*\n", text):
             if para.strip():

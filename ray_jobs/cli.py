@@ -1,4 +1,4 @@
-"""`ray-jobs`: run the pipeline or one stage, read a run's stats, look at sample rows."""
+"""`ray-jobs`: run the pipeline or one stage, read a run's stats, write its report, look at sample rows."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", required=True, help="file, folder or glob (Parquet, JSONL, CSV, text, tar)")
         p.add_argument("--output", required=True, help="run directory to write the stage folder into")
         p.add_argument("--config", help="TOML config")
+        if stage == "labels":
+            p.add_argument("--text-column", help="column with the text (default: input.text_column, `text`)")
+            p.add_argument("--label-column", help="column with the labels (default: labels.label_column, `label`)")
         if stage == "pack":
             p.add_argument("--format", default="tokens", choices=("tokens", "webdataset", "parquet"),
                            help="tokens: pack token rows into seq_len rows (the stage); webdataset / parquet: "
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="recompute and print a run's stats from its files")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print stats.json instead of the table")
+    p = sub.add_parser("report", help="write RUN/report.html (dataset checklist, stats, plots) from a run's files")
+    p.add_argument("run_dir")
     p = sub.add_parser("inspect", help="print sample rows of any output folder or Parquet file")
     p.add_argument("path")
     p.add_argument("--reason", help="only rows with this status (drop reason, kept, quarantined) or split")
@@ -71,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.run_dir} holds no finished stage (_SUCCESS.<stage> markers)")
             print(json.dumps(stats, indent=2) if args.json else format_summary(stats))
             return 0 if stats["invariant_ok"] else 1
+        if args.verb == "report":
+            from ray_jobs.report.html import write_report  # matplotlib: only for this verb
+
+            print(f"report: {write_report(args.run_dir)}")
+            return 0
         if args.verb == "inspect" and args.cluster:
             print(format_cluster(*cluster_members(args.path, args.cluster)))
             return 0
@@ -91,6 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"ray.address={args.address}")
     if args.output:
         overrides.append(f"output.dir={args.output}")
+    if getattr(args, "text_column", None):
+        overrides.append(f"input.text_column={args.text_column}")
+    if getattr(args, "label_column", None):
+        overrides.append(f"labels.label_column={args.label_column}")
     cfg = load_config(args.config, overrides)
     if args.verb == "ingest":
         from ray_jobs.jobs.ingest import ingest

@@ -131,9 +131,40 @@ def map_with_side_table(ds: ray.data.Dataset, side: ray.data.Dataset,
     return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
-def materialize(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """Compute once, keep the blocks (spilled to disk when larger than the object store) for several readers."""
+def materialize(ds: ray.data.Dataset, ordered: bool = False) -> ray.data.Dataset:
+    """Compute once, keep the blocks (spilled to disk when larger than the object store) for several readers.
+    `ordered`: blocks in input order rather than finishing order, for consumers whose result depends on the order
+    they see blocks in (SGD in tasks_over_blocks); it holds finished blocks behind slow ones, so only then."""
+    if ordered:  # a Dataset runs with the DataContext copied when it was created, not the current one
+        ds.context.execution_options.preserve_order = True
     return ds.materialize()
+
+
+class _Blocks:
+    """A materialized dataset's blocks as a sequence, fetched from the object store one at a time when indexed:
+    a task holds one block, however large the dataset."""
+
+    def __init__(self, refs: list) -> None:
+        self._refs = refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __getitem__(self, i: int) -> pa.Table:
+        return ray.get(self._refs[i])
+
+
+def _call_with_blocks(fn: Callable, refs: list, *args: object) -> object:
+    return fn(_Blocks(refs), *args)
+
+
+def tasks_over_blocks(fn: Callable, ds: ray.data.Dataset, args_list: list[tuple], *, num_cpus: float) -> list:
+    """One Ray task per `args` in `args_list`, each calling `fn(blocks, *args)` where `blocks` is a sequence over
+    the materialized `ds`'s blocks (each task streams all of them; a list of refs travels, not the data); the
+    tasks run side by side as CPUs allow. Returns their results in `args_list` order."""
+    refs = ds.to_arrow_refs()
+    remote = ray.remote(num_cpus=num_cpus)(_call_with_blocks)
+    return ray.get([remote.remote(fn, refs, *args) for args in args_list])
 
 
 def count(ds: ray.data.Dataset) -> int:

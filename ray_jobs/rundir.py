@@ -1,12 +1,17 @@
 """The run directory contract and the stats computed from it.
 
     RUN/config.toml              resolved config of the last run
-    RUN/<stage>/status=<s>/      clean, dedup, leakage: `kept`, one folder per drop reason, `quarantined`
+    RUN/<stage>/status=<s>/      clean, dedup, leakage, labels: `kept`, one folder per drop reason, `quarantined`
     RUN/<stage>/split=<s>/       split, tokenize, pack: `train`, `val`, `test` (pack: fixed-length training rows)
     RUN/<stage>/_<table>/        a stage's side tables: dedup `_clusters`, `_cluster_sizes`, `_index`;
-                                 leakage `_pairs` (Parquet readers skip `_` folders)
+                                 leakage `_pairs`; labels `_issues` (ranked), `_summary.json`
+                                 (Parquet readers skip `_` folders)
     RUN/_SUCCESS.<stage>         JSON: the stage's fingerprint (config + input) and when it finished
     RUN/stats.json               recomputed from the Parquet footers above, never from worker counters
+    RUN/ingest/<modality>/status=<s>/   `ray-jobs ingest`: image, pdf and audio rows
+    RUN/manifest.json            the final files (path, rows, bytes, sha256), the config fingerprint, the stage
+                                 markers and the ray_jobs version: what a consumer checks before training
+    RUN/report.html              report/html.py: checklist, stats and plots, all from the files above
 
 A stage folder appears only complete (written to a temporary folder, then renamed). A re-run skips a stage
 whose marker carries the same fingerprint; a changed config or input, or `--force`, redoes it.
@@ -29,11 +34,15 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ray_jobs import schema
+from ray_jobs import __version__, schema
 
-STAGES = ("clean", "dedup", "split", "leakage", "tokenize", "pack")
+STAGES = ("clean", "dedup", "split", "leakage", "labels", "tokenize", "pack")
+# The stages whose rows still carry the text, in STAGES order (tokenize keeps it only when asked to).
+TEXT_STAGES = ("clean", "dedup", "split", "leakage", "labels")
+INGEST = "ingest"  # RUN/ingest/<modality>/status=*/, written by `ray-jobs ingest`
+MANIFEST = "manifest.json"
 PARTITION = {"clean": schema.STATUS, "dedup": schema.STATUS, "split": schema.SPLIT, "leakage": schema.STATUS,
-             "tokenize": schema.SPLIT, "pack": schema.SPLIT}
+             "labels": schema.STATUS, "tokenize": schema.SPLIT, "pack": schema.SPLIT}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -54,7 +63,7 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")  # not the locale's: report.html quotes texts in any script
     os.replace(tmp, path)
 
 
@@ -204,3 +213,74 @@ def write_stats(run: RunDir) -> dict[str, Any]:
     stats = run_stats(run)
     write_atomic(run.root / "stats.json", json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def final_stage(run: RunDir) -> str | None:
+    """The last finished stage whose rows carry text: its kept rows (split: every split) are the run's dataset."""
+    done = [s for s in TEXT_STAGES if run.marker(s).exists()]
+    return done[-1] if done else None
+
+
+def final_dirs(run: RunDir) -> list[Path]:
+    """The run's deliverables: the final text rows, the token rows a trainer reads (pack, else tokenize) and the
+    kept rows of every ingested modality."""
+    dirs = []
+    stage = final_stage(run)
+    if stage:
+        dirs.append(run.kept_path(stage))
+    tokens = next((s for s in ("pack", "tokenize") if run.marker(s).exists()), None)
+    if tokens:
+        dirs.append(run.stage_dir(tokens))
+    return dirs + ingest_kept_dirs(run)
+
+
+def ingest_kept_dirs(run: RunDir) -> list[Path]:
+    """RUN/ingest/<modality>/status=kept of every modality `ray-jobs ingest` wrote."""
+    return [d for d in sorted((run.root / INGEST).glob(f"*/{schema.STATUS}={schema.KEPT}")) if d.is_dir()]
+
+
+def file_entries(run: RunDir, dirs: list[Path]) -> list[dict[str, Any]]:
+    """Path (relative to the run), rows (Parquet footer), bytes and sha256 of every data file under `dirs`;
+    `_` side tables and `.` temporary folders are not data."""
+    entries = []
+    for d in dirs:
+        for f in sorted(d.rglob("*.parquet")):
+            rel = f.relative_to(run.root)
+            if any(part.startswith(("_", ".")) for part in rel.parts):
+                continue
+            entries.append({"path": rel.as_posix(), "rows": pq.ParquetFile(f).metadata.num_rows,
+                            "bytes": f.stat().st_size, "sha256": _sha256(f)})
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_fingerprint(run: RunDir) -> str | None:
+    """Fingerprint of RUN/config.toml as written (None when the run has none, e.g. an ingest-only run)."""
+    cfg = run.root / "config.toml"
+    return fingerprint(cfg.read_text(encoding="utf-8")) if cfg.is_file() else None
+
+
+def write_manifest(run: RunDir) -> dict[str, Any]:
+    """RUN/manifest.json: every final file with its rows, bytes and sha256, plus what made them (config
+    fingerprint, stage markers with their finish times, ray_jobs version). A consumer (or the report) re-hashes
+    the files against it; a file changed, added or lost since the run shows."""
+    files = file_entries(run, final_dirs(run))
+    manifest = {
+        "ray_jobs_version": __version__,
+        "created": time.time(),
+        "config_fingerprint": config_fingerprint(run),
+        "final_stage": final_stage(run),
+        "stages": {s: json.loads(run.marker(s).read_text()) for s in STAGES if run.marker(s).exists()},
+        "rows": sum(f["rows"] for f in files),
+        "bytes": sum(f["bytes"] for f in files),
+        "files": files,
+    }
+    write_atomic(run.root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the committed sample and ../shared/data, and one local Ray for the slow tests."""
+"""Shared fixtures: paths to the committed sample and ../shared/data, one local Ray for the slow tests, and one
+whole pipeline run on the sample that several test modules read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "shards" / "sample"
 SHARED_DATA = REPO.parent / "shared" / "data"
+PARQUET = SAMPLE / "parquet"
+BASE = ["ray.progress_bars=false", "split.stratify_by=label"]
+
+
+def sample_config(out: Path, *extra: str):
+    """The config of a run on the sample's Parquet shards, stratified by label, into `out`."""
+    from ray_jobs.config import load_config
+
+    return load_config(None, [f"input.paths=[\"{PARQUET}\"]", f"output.dir={out}", *BASE, *extra])
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +41,15 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_run(ray_local, tmp_path_factory) -> Path:
+    """The whole pipeline on the sample (with a WebDataset export), run once per session (~45 s here):
+    test_pipeline.py checks its contract, test_report.py its report.html. A test that redoes stages in it must
+    leave it finished again, with the same config."""
+    from ray_jobs.jobs.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("sample_run")
+    run_pipeline(sample_config(out, "output.export=webdataset"))
+    return out

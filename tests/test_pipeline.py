@@ -15,7 +15,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SAMPLE
+from conftest import BASE, PARQUET, SAMPLE
+from conftest import sample_config as _cfg
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
 from ray_jobs.io.formats import FileUnit, parse_file
@@ -28,14 +29,6 @@ from ray_jobs.stages.quality import REASONS
 
 pytestmark = pytest.mark.slow
 
-PARQUET = SAMPLE / "parquet"
-BASE = ["ray.progress_bars=false", "split.stratify_by=label"]
-
-
-def _cfg(out: Path, *extra: str):
-    return load_config(None, [f"input.paths=[\"{PARQUET}\"]", f"output.dir={out}", *BASE, *extra])
-
-
 def _read(path: Path, columns=None):
     return pads.dataset(str(path), format="parquet", partitioning="hive").to_table(columns=columns)
 
@@ -45,10 +38,8 @@ def _ids(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(ray_local, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample_run")
-    run_pipeline(_cfg(out, "output.export=webdataset"))
-    return out
+def run_dir(sample_run) -> Path:
+    return sample_run
 
 
 def test_stats_invariant_holds_from_the_files(run_dir):
@@ -168,6 +159,7 @@ def test_other_exports_read_back_identically(run_dir, tmp_path, fmt):
 
 def test_rerun_skips_and_force_redoes_with_identical_ids(run_dir):
     markers = {p.name: p.read_text() for p in run_dir.glob("_SUCCESS.*")}
+    split = _read(run_dir / "split", ["id", "split"]).sort_by("id")
     files = sorted(str(p) for p in run_dir.rglob("*.parquet"))
     run_pipeline(_cfg(run_dir, "output.export=webdataset"))
     assert {p.name: p.read_text() for p in run_dir.glob("_SUCCESS.*")} == markers
@@ -176,6 +168,11 @@ def test_rerun_skips_and_force_redoes_with_identical_ids(run_dir):
     run_pipeline(_cfg(run_dir, "output.export=webdataset"), stages=("clean", "dedup"), force=True)
     assert {s: _ids(run_dir / s / "status=kept") for s in ("clean", "dedup")} == before
     assert json.loads((run_dir / "_SUCCESS.clean").read_text()) != json.loads(markers["_SUCCESS.clean"])
+    # the forced redo dropped the later stages' markers: a plain run redoes exactly those, to the same split
+    # (and leaves the session's sample_run finished again for the tests after this one)
+    run_pipeline(_cfg(run_dir, "output.export=webdataset"))
+    assert {p.name for p in run_dir.glob("_SUCCESS.*")} == set(markers)
+    assert _read(run_dir / "split", ["id", "split"]).sort_by("id").equals(split)
 
 
 def test_output_does_not_depend_on_blocks_batches_or_workers(run_dir, tmp_path):

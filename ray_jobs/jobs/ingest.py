@@ -25,9 +25,8 @@ from ray_jobs.multimodal.images import CONTENT_HASH, ImageStage
 from ray_jobs.multimodal.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.multimodal.pdf import PdfStage
 from ray_jobs.multimodal.shards import asset_rows, webdataset_samples
-from ray_jobs.rundir import atomic_dir, partition_counts, write_atomic
-
-INGEST = "ingest"
+from ray_jobs.report.html import write_report
+from ray_jobs.rundir import INGEST, RunDir, atomic_dir, partition_counts, write_atomic, write_manifest
 
 
 def manifest_table(path: str, cfg: RunConfig) -> pa.Table:
@@ -77,6 +76,8 @@ def ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
             engine.write_partitioned(ds, out / modality, schema.STATUS, {})
             counts[modality] = partition_counts(out / modality)
     write_atomic(out / "_counts.json", json.dumps(counts, indent=2) + "\n")
+    write_manifest(RunDir(cfg.output.dir))
+    write_report(cfg.output.dir)
     return counts
 
 

@@ -16,8 +16,10 @@ from ray_jobs.io.formats import FileUnit
 from ray_jobs.io.readers import CorpusDatasource, discover
 from ray_jobs.io.writers import export, export_packed_webdataset, export_token_bin
 from ray_jobs.jobs import dedup as dedup_recipe
+from ray_jobs.jobs import labels as labels_recipe
 from ray_jobs.jobs.dedup import leakage as leakage_recipe
-from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_stats
+from ray_jobs.report.html import write_report
+from ray_jobs.rundir import STAGES, RunDir, fingerprint, write_atomic, write_manifest, write_stats
 from ray_jobs.split import (
     AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter,
     plan_from_boundaries, sum_bin_counts,
@@ -94,6 +96,11 @@ def leakage(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) ->
                       lambda ds: leakage_recipe(ds, cfg, read_input), schema.STATUS)
 
 
+def labels(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
+    return _run_stage(run, "labels", (cfg.labels,), input_cfg, force, lambda ds: labels_recipe.build(ds, cfg),
+                      schema.STATUS)
+
+
 def tokenize(cfg: RunConfig, run: RunDir, input_cfg: InputConfig, force: bool) -> bool:
     def build(ds: ray.data.Dataset) -> tuple[ray.data.Dataset, dict]:
         # batch_size=None (whole blocks) lets Ray 2.60 fuse this into the read task; with a batch size it
@@ -138,8 +145,8 @@ def _export(cfg: RunConfig, run: RunDir, force: bool) -> None:
     run.mark_done(name, fp)
 
 
-STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "leakage": leakage, "tokenize": tokenize,
-               "pack": pack}
+STAGE_FUNCS = {"clean": clean, "dedup": dedup, "split": split, "leakage": leakage, "labels": labels,
+               "tokenize": tokenize, "pack": pack}
 
 
 def stage_input(run: RunDir, prev: str) -> InputConfig:
@@ -153,7 +160,9 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool =
     run = RunDir(cfg.output.dir)
     run.root.mkdir(parents=True, exist_ok=True)
     write_atomic(run.root / "config.toml", to_toml(cfg))
-    for off in [name for name, on in (("leakage", cfg.leakage.enabled), ("pack", cfg.pack.enabled)) if not on]:
+    # A stage the config leaves off is skipped in a whole run; asked for by name (`ray-jobs labels`), it runs.
+    optional = (("leakage", cfg.leakage.enabled), ("labels", cfg.labels.enabled), ("pack", cfg.pack.enabled))
+    for off in [name for name, on in optional if not on and len(stages) > 1]:
         stages = tuple(s for s in stages if s != off)
         run.marker(off).unlink(missing_ok=True)  # stats must not chain through an earlier run's output
     with engine.ray_session(cfg.ray):
@@ -162,6 +171,8 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] = STAGES, force: bool =
             STAGE_FUNCS[stage](cfg, run, src, force)
         _export(cfg, run, force)
     stats = write_stats(run)
+    write_manifest(run)
+    write_report(run.root)  # also when the invariant is broken: the page shows where
     if not stats["invariant_ok"]:
         raise AssertionError(f"stats invariant broken (rows_in != rows_out + dropped + quarantined): {stats}")
     return stats

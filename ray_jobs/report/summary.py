@@ -13,23 +13,25 @@ import pyarrow.dataset as pads
 from ray_jobs import schema
 
 
+def stage_detail(s: dict[str, Any]) -> str:
+    """One stage's extra figures from stats.json: rows per split and tokens, packing, near-dup cluster sizes."""
+    if "packing" in s:
+        pk = s["packing"]
+        return (f"sequences of {pk['seq_len']}: {pk['packed_tokens']:,} tokens, padding {pk['padding_tokens']:,}, "
+                f"cropped {pk['cropped_tokens']:,}, efficiency {pk['efficiency']:.1%}")
+    if "cluster_sizes" in s:
+        return "near-dup clusters by size: " + "  ".join(f"{k}:{v:,}" for k, v in s["cluster_sizes"].items())
+    if "splits" in s:
+        detail = "  ".join(f"{k}={v}" for k, v in sorted(s["splits"].items()))
+        return detail + (f"  tokens={s['tokens']:,}" if "tokens" in s else "")
+    return ""
+
+
 def format_summary(stats: dict[str, Any]) -> str:
     rows = [("stage", "rows in", "rows out", "dropped", "quarantined", "detail")]
     for name, s in stats["stages"].items():
-        if "splits" in s:
-            detail = "  ".join(f"{k}={v}" for k, v in sorted(s["splits"].items()))
-            if "tokens" in s:
-                detail += f"  tokens={s['tokens']:,}"
-        else:
-            detail = ""
-        if "packing" in s:
-            pk = s["packing"]
-            detail = (f"sequences of {pk['seq_len']}: {pk['packed_tokens']:,} tokens, padding {pk['padding_tokens']:,}, "
-                      f"cropped {pk['cropped_tokens']:,}, efficiency {pk['efficiency']:.1%}")
-        if "cluster_sizes" in s:
-            detail = "near-dup clusters by size: " + "  ".join(f"{k}:{v:,}" for k, v in s["cluster_sizes"].items())
         rows.append((name, f"{s['rows_in']:,}", f"{s['rows_out']:,}", f"{sum(s['dropped'].values()):,}",
-                     f"{s['quarantined']:,}", detail))
+                     f"{s['quarantined']:,}", stage_detail(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r[:5], widths))) + "  " + r[5]
              for r in rows]

@@ -1,0 +1,1 @@
+"""Label errors: out-of-fold probabilities from a simple model (model.py), confident learning (detect.py)."""

@@ -1,0 +1,273 @@
+"""The dataset checklist: pure functions from what scan.py read out of a run directory to check results.
+
+Each check says pass, fail, warn or skip (does not apply to this run) with the numbers behind it, and for a fail
+what to do. `run_checks(run_dir)` reads the run and runs them all; report.html shows them first.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ray_jobs.report.scan import NO_SPLIT, SPOT_CHECK_SEED, RowScan, RunData, TokenScan, gather, normalize_config
+from ray_jobs.stages.normalize import NormalizeConfig
+from ray_jobs.stages.quality import REASONS
+
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+# A class under 1 % of the rows leaves ~0-2 rows of it in a 5 % val/test split of a few thousand: too few to
+# learn or to measure.
+MIN_CLASS_SHARE = 0.01
+# A split whose class shares differ from the overall shares by more than 2 points evaluates a different mix than
+# the one trained on (a stratified split is exact to within one row per class).
+MAX_SPLIT_DRIFT = 0.02
+# More than 1 % of documents cut at tokenize.max_length loses their ends silently.
+MAX_TRUNCATED_SHARE = 0.01
+INGEST_ONLY = "ingest run (no text stage): `ray-jobs run --input RUN/ingest/<modality>/status=kept` runs it"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # PASS | FAIL | WARN | SKIP
+    detail: str
+
+
+def run_checks(run_dir: str | Path) -> list[Check]:
+    return dataset_checks(gather(run_dir))
+
+
+def dataset_checks(data: RunData) -> list[Check]:
+    stages = data.stats_now["stages"]
+    text_run = data.final_stage is not None
+    return [
+        no_missing_text(data.rows, _where(data)),
+        normalised(data.rows, normalize_config(data.config)),
+        quality_filters(data.config, stages.get("clean"), text_run),
+        deduplicated(data.config, stages.get("dedup"), text_run),
+        split_after_dedup(data.config, data.markers, stages.get("leakage"), text_run),
+        label_distribution(data.rows),
+        length_distribution(data.rows, data.tokens),
+        spot_check(data.rows),
+        stats_recomputable(data.stats, data.stats_now),
+        manifest_matches(data.manifest, data.manifest_now),
+    ]
+
+
+def _where(data: RunData) -> str:
+    if data.rows is None:
+        return "no final rows"
+    return ", ".join(p.relative_to(data.run.root).as_posix() for p in data.rows.paths)
+
+
+def no_missing_text(rows: RowScan | None, where: str) -> Check:
+    name = "no null or empty text / label"
+    if rows is None:
+        return Check(name, SKIP, "no final rows: no text stage finished and nothing was ingested")
+    if not rows.rows:
+        return Check(name, FAIL, f"the final rows ({where}) are empty: every row was dropped or none was read; "
+                                 "see the drops by reason below")
+    label = ""
+    if rows.label_column:
+        absent = " (the column is absent)" if rows.label_column not in rows.columns else ""
+        label = f"; label {rows.label_column!r}: {rows.null_label:,} null or empty{absent}"
+    bad = rows.null_text + rows.empty_text + rows.null_label
+    detail = (f"{rows.null_text:,} null and {rows.empty_text:,} empty or whitespace-only texts of {rows.rows:,} "
+              f"rows in {where}{label}")
+    if bad:
+        return Check(name, FAIL, detail + "; fix: run the clean stage on them (its `empty` rule drops empty "
+                                          "texts) and give every row a label")
+    return Check(name, PASS, detail)
+
+
+def normalised(rows: RowScan | None, norm: NormalizeConfig) -> Check:
+    name = "whitespace and Unicode normalised"
+    if rows is None or not rows.rows:
+        return Check(name, SKIP, "no final rows to check")
+    how = f"clean.normalize: unicode_form={norm.unicode_form}, collapse_whitespace={norm.collapse_whitespace}"
+    detail = f"{rows.changed_by_normalize:,} of {rows.rows:,} texts change under the normaliser ({how})"
+    if rows.changed_by_normalize:
+        return Check(name, FAIL, f"{detail}, e.g. {', '.join(rows.changed_ids)}; fix: run the clean stage on "
+                                 "these rows (`ray-jobs clean --input ...`), which normalises every text")
+    if norm.unicode_form == "none" and not norm.collapse_whitespace:
+        return Check(name, WARN, f"{detail}, but this run turned both Unicode forms and whitespace folding off: "
+                                 "only line ends and invisible characters were checked")
+    return Check(name, PASS, detail)
+
+
+def quality_filters(config: dict[str, Any], clean: dict[str, Any] | None, text_run: bool) -> Check:
+    name = "quality filters applied"
+    if not text_run:
+        return Check(name, SKIP, INGEST_ONLY)
+    if clean is None:
+        return Check(name, FAIL, "the clean stage did not finish in this run (no _SUCCESS.clean), so nothing here "
+                                 "was quality-filtered; fix: `ray-jobs run` (or `ray-jobs clean`) on the input")
+    section = config.get("clean", {})
+    enabled = section.get("quality", {}).get("enabled", list(REASONS))
+    off = [r for r in REASONS if r not in enabled]
+    dropped = sum(clean["dropped"].values())
+    top = ", ".join(f"{r} {n:,}" for r, n in Counter(clean["dropped"]).most_common(4))
+    langs = ", ".join(section.get("allowed_langs", [])) or "any"
+    detail = (f"{len(REASONS) - len(off)} of {len(REASONS)} rules on, languages {langs}; {dropped:,} of "
+              f"{clean['rows_in']:,} rows dropped ({top or 'none'})")
+    if not enabled:
+        return Check(name, FAIL, f"every quality rule is off (clean.quality.enabled = []); {detail}")
+    if off:
+        return Check(name, WARN, f"{detail}; off: {', '.join(off)}")
+    return Check(name, PASS, detail)
+
+
+def deduplicated(config: dict[str, Any], dedup: dict[str, Any] | None, text_run: bool) -> Check:
+    name = "exact and near dedup done"
+    if not text_run:
+        return Check(name, SKIP, INGEST_ONLY)
+    if dedup is None:
+        return Check(name, FAIL, "the dedup stage did not finish in this run (no _SUCCESS.dedup); fix: "
+                                 "`ray-jobs run` (or `ray-jobs dedup`) on the cleaned rows")
+    section = config.get("dedup", {})
+    exact, near = section.get("exact", True), section.get("near", {}).get("enabled", True)
+    dropped = dedup["dropped"]
+    clusters = sum(n for size, n in dedup.get("cluster_sizes", {}).items() if size != "1")
+    detail = (f"{dropped.get('exact_duplicate', 0):,} exact and {dropped.get('near_duplicate', 0):,} near "
+              f"duplicates dropped of {dedup['rows_in']:,} rows; {clusters:,} near-duplicate clusters of 2 or more")
+    if exact and near:
+        threshold = section.get("near", {}).get("threshold")
+        return Check(name, PASS, f"{detail} (MinHash-LSH, Jaccard threshold {threshold})")
+    if not exact and not near:
+        return Check(name, FAIL, "dedup ran with dedup.exact = false and dedup.near.enabled = false: nothing was "
+                                 "deduplicated; fix: turn one on and re-run with --force")
+    which = "dedup.near.enabled = false: only exact" if exact else "dedup.exact = false: only near"
+    return Check(name, WARN, f"{which} duplicates were looked for; {detail}")
+
+
+def split_after_dedup(config: dict[str, Any], markers: dict[str, dict[str, Any]],
+                      leakage: dict[str, Any] | None, text_run: bool) -> Check:
+    name = "split after dedup"
+    if not text_run:
+        return Check(name, SKIP, INGEST_ONLY)
+    if "split" not in markers:
+        return Check(name, WARN, "no split stage finished: the dataset has no held-out rows")
+    if "dedup" not in markers:
+        return Check(name, FAIL, "split finished but dedup did not run in this run: duplicates can straddle train "
+                                 "and test; fix: `ray-jobs run` (dedup runs before split)")
+    split_t, dedup_t = markers["split"]["finished"], markers["dedup"]["finished"]
+    if split_t <= dedup_t:
+        return Check(name, FAIL, f"split finished at {utc(split_t)}, before dedup at {utc(dedup_t)}: its rows "
+                                 "are not the deduplicated ones; fix: `ray-jobs run --force` to redo dedup, then split")
+    sp = config.get("split")
+    if not sp:
+        return Check(name, FAIL, "config.toml has no [split] section: how the split was made is not recorded; fix: "
+                                 "re-run `ray-jobs run --force` (it writes the resolved config)")
+    how = f"{sp['train']:.0%}/{sp['val']:.0%}/{sp['test']:.0%} by xxh3({sp['group_by']}, seed {sp['seed']})"
+    how += f", stratified by {sp['stratify_by']}" if sp.get("stratify_by") else ""
+    pairs = ""
+    if leakage is not None:
+        pairs = f"; leakage: {sum(leakage.get('leakage_pairs', {}).values()):,} cross-split near-duplicate pairs"
+    return Check(name, PASS, f"split finished {split_t - dedup_t:.1f} s after dedup; {how}{pairs}")
+
+
+def label_distribution(rows: RowScan | None) -> Check:
+    name = "label distribution checked"
+    if rows is None or not rows.label_column:
+        return Check(name, SKIP, "no label column (labels.label_column, split.stratify_by or a `label` column)")
+    overall: Counter = Counter()
+    per_split: dict[str, Counter] = {}
+    for (split, label), n in rows.label_split.items():
+        overall[label] += n
+        per_split.setdefault(split, Counter())[label] += n
+    total = sum(overall.values())
+    if not total:
+        return Check(name, SKIP, "the final rows are empty")
+    share = {label: n / total for label, n in overall.items()}
+    rare = sorted((s, label) for label, s in share.items() if s < MIN_CLASS_SHARE)
+    gaps = sorted(((abs(c[label] / sum(c.values()) - s), split, label, c[label] / sum(c.values()))
+                   for split, c in per_split.items() if split != NO_SPLIT for label, s in share.items()),
+                  reverse=True)
+    lo, hi = min(share.values()), max(share.values())
+    detail = f"{len(share)} classes, {lo:.1%} to {hi:.1%} of {total:,} rows"
+    problems = [f"{label!r} is {s:.2%} of the rows (under {MIN_CLASS_SHARE:.0%})" for s, label in rare]
+    problems += [f"{split} has {label!r} at {got:.1%} vs {share[label]:.1%} overall"
+                 for gap, split, label, got in gaps if gap > MAX_SPLIT_DRIFT]
+    if problems:
+        return Check(name, WARN, f"{detail}; " + "; ".join(problems[:6]) +
+                     (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
+    if gaps:
+        gap, split, label, _ = gaps[0]
+        detail += (f"; every split within {MAX_SPLIT_DRIFT * 100:.0f} points of the overall shares (largest gap "
+                   f"{gap * 100:.1f} points: {split} {label!r})")
+    return Check(name, PASS, detail)
+
+
+def length_distribution(rows: RowScan | None, tokens: TokenScan | None) -> Check:
+    name = "output length distribution checked"
+    if rows is None or not rows.rows:
+        return Check(name, SKIP, "no final rows")
+    detail = "characters " + _quantiles(rows.chars.overall)
+    if tokens is None:
+        return Check(name, PASS, detail + "; no tokenize stage in this run")
+    detail += "; tokens " + _quantiles(tokens.tokens.overall)
+    if tokens.truncated > MAX_TRUNCATED_SHARE * tokens.rows:
+        return Check(name, WARN, f"{detail}; tokenize cut {tokens.truncated:,} of {tokens.rows:,} documents at "
+                                 "tokenize.max_length: their ends are lost (set it to 0 and let packing split them)")
+    return Check(name, PASS, f"{detail}; {tokens.truncated:,} documents cut at tokenize.max_length")
+
+
+def _quantiles(h) -> str:
+    mean = h.total / h.n if h.n else 0
+    return f"median ≤ {h.quantile(0.5):,.0f}, p99 ≤ {h.quantile(0.99):,.0f}, max {h.max:,}, mean {mean:,.0f}"
+
+
+def spot_check(rows: RowScan | None) -> Check:
+    name = "random spot-check sample"
+    if rows is None or not rows.sample:
+        return Check(name, SKIP, "no final rows to sample")
+    return Check(name, PASS, f"{len(rows.sample)} of {rows.rows:,} rows, those with the smallest "
+                             f"xxh3_64(id, seed {SPOT_CHECK_SEED:#x}): read them under 'Spot check'")
+
+
+def stats_recomputable(stats: dict[str, Any] | None, stats_now: dict[str, Any]) -> Check:
+    name = "stats.json recomputed from the files"
+    if not stats_now["stages"]:
+        return Check(name, SKIP, "no pipeline stage finished: nothing to count")
+    if stats is None:
+        return Check(name, FAIL, "no stats.json; fix: re-run `ray-jobs run` with the same config (finished stages "
+                                 "are skipped) to write it")
+    differ = [s for s in stats_now["stages"].keys() | stats["stages"].keys()
+              if stats["stages"].get(s) != stats_now["stages"].get(s)]
+    if differ:
+        return Check(name, FAIL, f"stats.json differs from the files for {', '.join(sorted(differ))}: a stage "
+                                 "folder changed after the run; fix: re-run `ray-jobs run` to rewrite it")
+    if not stats_now["invariant_ok"]:
+        broken = [s for s, v in stats_now["stages"].items() if not v["invariant_ok"]]
+        return Check(name, FAIL, f"rows_in != rows_out + dropped + quarantined for {', '.join(broken)}")
+    n = len(stats_now["stages"])
+    return Check(name, PASS, f"{n} stage{'s' if n > 1 else ''} equal to a recount; rows_in == rows_out + dropped + "
+                             "quarantined holds for each")
+
+
+def manifest_matches(manifest: dict[str, Any] | None, now: list[dict[str, Any]]) -> Check:
+    name = "versioned with a manifest"
+    if manifest is None:
+        if not now:
+            return Check(name, SKIP, "no final files")
+        return Check(name, FAIL, f"no manifest.json for the {len(now)} final files; fix: re-run `ray-jobs run` (or "
+                                 "`ray-jobs ingest`) with the same config: finished stages are skipped, the "
+                                 "manifest is written at the end")
+    listed = {f["path"]: f for f in manifest["files"]}
+    found = {f["path"]: f for f in now}
+    problems = [f"changed {p} ({', '.join(k for k in ('rows', 'bytes', 'sha256') if listed[p][k] != found[p][k])})"
+                for p in sorted(listed.keys() & found.keys()) if listed[p] != found[p]]
+    problems += [f"missing {p}" for p in sorted(listed.keys() - found.keys())]
+    problems += [f"not listed {p}" for p in sorted(found.keys() - listed.keys())]
+    config = manifest["config_fingerprint"] or "no config.toml"
+    what = f"manifest.json (ray_jobs {manifest['ray_jobs_version']}, config {config}) lists {len(listed)} Parquet files"
+    if problems:
+        return Check(name, FAIL, f"{what}; {len(problems)} differ from the files: " + "; ".join(problems[:5]) +
+                     "; fix: re-run the job that wrote them (its manifest is rewritten) or restore the files")
+    return Check(name, PASS, f"{what}, {sum(f['bytes'] for f in now):,} bytes: rows, sizes and sha256 match")
+
+
+def utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
