@@ -6,11 +6,18 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import shlex
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from ray_jobs.config import load_config
 from ray_jobs.rundir import STAGES, RunDir, run_stats
 from ray_jobs.report.summary import cluster_members, format_cluster, format_rows, format_summary, sample_rows
+
+DEFAULT_JOB_API = "http://127.0.0.1:8265"  # the dashboard's job API, on loopback (cluster/local_cluster.py)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -52,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--config", help="TOML config")
     _common(p)
+    p = sub.add_parser("submit", help="`ray-jobs run` as a job on a Ray cluster (Ray's job API): streams the "
+                                      "driver's log, exits 0 when the job succeeded")
+    p.add_argument("config", nargs="?", help="TOML config (sent with the job; default: built-in defaults)")
+    p.add_argument("--output", help="run directory on the cluster's shared storage (default: output.dir)")
+    p.add_argument("--address", help="the cluster's job API (default: RAY_API_SERVER_ADDRESS, else "
+                                     f"{DEFAULT_JOB_API}; reach a remote one through an SSH tunnel or port-forward)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="redo stages that already finished")
+    p.add_argument("--with-code", action="store_true",
+                   help="ship this checkout's ray_jobs package with the job (py_modules) instead of using the "
+                        "version installed on the cluster")
     p = sub.add_parser("stats", help="recompute and print a run's stats from its files")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print stats.json instead of the table")
@@ -87,10 +105,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "inspect":
             print(format_rows(sample_rows(args.path, args.reason, args.n)))
             return 0
+        if args.verb == "submit":
+            return _submit(args)
         return _run(args)
     except (ValueError, TypeError) as e:
         print(f"ray-jobs: error: {e}", file=sys.stderr)
         return 2
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """The config and overrides are checked here (a typo fails before anything is sent), then sent as they are:
+    defaults and relative paths resolve on the cluster, where the project is installed."""
+    from ray_jobs import engine
+
+    overrides = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
+    load_config(args.config, overrides)
+    entry = ["python", "-m", "ray_jobs", "run"] + (["config.toml"] if args.config else [])
+    entry += [a for o in overrides for a in ("--set", o)] + (["--force"] if args.force else [])
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_JOB_API
+    with tempfile.TemporaryDirectory(prefix="ray_jobs_submit_") as tmp:
+        if args.config:
+            shutil.copyfile(args.config, Path(tmp) / "config.toml")
+        runtime_env: dict = {"working_dir": tmp}
+        if args.with_code:
+            runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
+        job_id, status = engine.submit_job(address, shlex.join(entry), runtime_env,
+                                           lambda chunk: print(chunk, end="", flush=True))
+    print(f"\njob {job_id} at {address}: job status: {status}")
+    return 0 if status == "SUCCEEDED" else 1
 
 
 def _run(args: argparse.Namespace) -> int:

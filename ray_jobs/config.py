@@ -67,6 +67,9 @@ class InputConfig:
 class RayConfig:
     address: str = ""  # "" = RAY_ADDRESS if set, else start a local Ray
     num_cpus: int = 0  # local Ray only; 0 = all cores
+    # local Ray only; 0 = Ray's default (30 % of RAM). Smaller stores make Ray spill blocks to disk and hold back
+    # reads (backpressure) instead of growing: 128 MB ran dedup over 1.1 GB (benchmarks/RESULTS.md).
+    object_store_mb: int = 0
     # local Ray only; on 127.0.0.1. Off for the pipeline (saves ~200 MB and start-up time); `ray-jobs train` turns
     # it on: Ray Train V2's placement-group cleaner polls the State API, which the dashboard serves.
     include_dashboard: bool = False
@@ -81,8 +84,9 @@ class RayConfig:
     def __post_init__(self) -> None:
         _choice("ray.shuffle_strategy", self.shuffle_strategy,
                 ("default", "shuffle_v2", "hash_shuffle", "sort_shuffle_pull_based", "sort_shuffle_push_based"))
-        if self.num_cpus < 0 or self.batch_size < 1 or self.target_max_block_size_mb < 1:
-            raise ValueError("ray.num_cpus must be >= 0, ray.batch_size and ray.target_max_block_size_mb >= 1")
+        if self.num_cpus < 0 or self.object_store_mb < 0 or self.batch_size < 1 or self.target_max_block_size_mb < 1:
+            raise ValueError("ray.num_cpus and ray.object_store_mb must be >= 0, ray.batch_size and "
+                             "ray.target_max_block_size_mb >= 1")
 
 
 @dataclass(frozen=True)

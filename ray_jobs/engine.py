@@ -32,8 +32,10 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=cfg.include_dashboard,
-                     dashboard_host="127.0.0.1")
+            # address="local": a new Ray of our own. Without it ray.init() joins whatever `ray start` last ran on
+            # this machine (/tmp/ray/ray_current_cluster), even a cluster that is gone.
+            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=cfg.include_dashboard,
+                     dashboard_host="127.0.0.1", object_store_memory=cfg.object_store_mb * 2**20 or None)
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = cfg.target_max_block_size_mb * 1024 * 1024
@@ -79,15 +81,27 @@ def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors:
 
 
 def _check_actor_cpus(actors: int, actor_cpus: float) -> None:
-    """An actor pool must leave a whole CPU for the read task (Ray reserves 1 per read task), or the job hangs
-    with no error: 2 actors x 0.9 and 3 actors x 0.5 on 2 CPUs were both seen to sit at 0 % CPU for minutes."""
-    total = ray.cluster_resources().get("CPU", 0.0)
-    if actors * actor_cpus + 1 > total:
+    """An actor pool must leave a whole CPU on some node for the read tasks (Ray reserves 1 per read task), or the
+    job hangs with no error: 2 actors x 0.9 and 3 actors x 0.5 on 2 CPUs were both seen to sit at 0 % CPU for
+    minutes, and so did 2 actors x 0.5 on two 1-CPU worker nodes (Ray Data spreads actors, one per node, leaving
+    0.5 CPU on each)."""
+    nodes = sorted((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), reverse=True)
+    if not spread_leaves_a_cpu(nodes, actors, actor_cpus):
         raise ValueError(
-            f"an actor pool of {actors} x {actor_cpus} CPU leaves less than the 1 CPU a read task needs on this "
-            f"Ray cluster ({total:g} CPUs); lower <stage>.actors or <stage>.actor_cpus so that "
-            f"actors x actor_cpus <= {total - 1:g}"
+            f"an actor pool of {actors} x {actor_cpus} CPU leaves no node with the 1 CPU a read task needs on this "
+            f"Ray cluster (CPUs per node: {nodes}); lower <stage>.actors or <stage>.actor_cpus, or give the nodes "
+            "more CPUs (>= 1 + actor_cpus each)"
         )
+
+
+def spread_leaves_a_cpu(node_cpus: list[float], actors: int, actor_cpus: float) -> bool:
+    """Place the actors as spreading does (each on the node with the most CPUs left); is 1 CPU left somewhere?"""
+    free = list(node_cpus)
+    for _ in range(actors):
+        if not free:
+            return False
+        free[free.index(max(free))] -= actor_cpus
+    return bool(free) and min(free) >= 0 and max(free) >= 1
 
 
 def map_groups(ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table],
@@ -252,3 +266,24 @@ def fit(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray
         run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)))
     trainer.fit()
+
+
+def submit_job(address: str, entrypoint: str, runtime_env: dict, on_log: Callable[[str], None]) -> tuple[str, str]:
+    """Ray's Job Submission API: submit `entrypoint`, stream the driver's log to `on_log` as it comes, wait for the
+    end; returns (job id, final status: SUCCEEDED, FAILED or STOPPED)."""
+    import asyncio
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+
+    async def follow() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            on_log(chunk)
+
+    asyncio.run(follow())  # returns when the job's log ends, i.e. when it stops
+    while (status := client.get_job_status(job_id)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        time.sleep(0.5)
+    return job_id, str(status.value)

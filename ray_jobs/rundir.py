@@ -53,6 +53,8 @@ def fingerprint(*parts: Any) -> str:
 def atomic_dir(out_dir: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder to write into; when the block ends, it replaces `out_dir` whole. A crash
     leaves the old folder (or none), never a half-written one that a re-run would take for output."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # what a killed run left half-written
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     yield tmp
     tmp.mkdir(parents=True, exist_ok=True)  # a writer that wrote nothing still leaves its (empty) folder

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import BASE, PARQUET, SAMPLE
 from conftest import sample_config as _cfg
+from ray_jobs import engine
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
 from ray_jobs.io.formats import FileUnit, parse_file
@@ -195,6 +196,16 @@ def test_webdataset_form_of_the_sample_gives_the_same_rows(run_dir, tmp_path):
     assert _ids(out / "clean" / "status=kept") == _ids(run_dir / "clean" / "status=kept")
 
 
+@pytest.mark.parametrize("nodes, actors, cpus, ok", [
+    ([2.0], 2, 0.5, True), ([2.0], 3, 0.5, False), ([2.0], 2, 0.9, False),  # one 2-CPU machine
+    ([1.0, 1.0], 2, 0.5, False),  # spread one per node: 0.5 left on each, no room for a read task
+    ([1.0, 1.0, 1.0, 1.0], 2, 0.5, True), ([2.0, 2.0, 2.0], 3, 0.5, True), ([0.0, 2.0, 2.0], 2, 0.5, True),
+    ([], 2, 0.5, False),
+])
+def test_actor_placement_rule(nodes, actors, cpus, ok):
+    assert engine.spread_leaves_a_cpu(nodes, actors, cpus) is ok
+
+
 def test_an_actor_pool_that_would_starve_the_read_fails_fast(ray_local, tmp_path):
-    with pytest.raises(ValueError, match=r"3 x 0.5 CPU leaves less than the 1 CPU a read task needs"):
+    with pytest.raises(ValueError, match=r"3 x 0.5 CPU leaves no node with the 1 CPU a read task needs"):
         run_pipeline(_cfg(tmp_path / "starved", "clean.actors=3"), stages=("clean",))

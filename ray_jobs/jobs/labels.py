@@ -179,7 +179,7 @@ def _probabilities(col: pa.ChunkedArray, n_classes: int) -> pa.Array:
 
 
 def _probs_table(probs_file: Path, ids_file: Path) -> pa.Table:
-    probs = np.load(probs_file)
+    probs = np.load(probs_file, allow_pickle=False)  # input data is never unpickled
     if ids_file.suffix == ".npy":
         ids = [str(x) for x in np.load(ids_file, allow_pickle=False)]
     elif ids_file.suffix == ".json":

@@ -69,7 +69,8 @@ def train_loop(config: dict) -> None:
         ckpt = ray.train.Checkpoint(config["resume_from"])
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
+            # weights_only: tensors and plain containers only; a tampered checkpoint cannot run code
+            state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
