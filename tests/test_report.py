@@ -382,7 +382,8 @@ def test_report_of_the_sample_run(sample_run):
 def _chrome():
     binary, driver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
     if not (binary.exists() and driver.exists()):
-        pytest.skip(f"needs {binary} and {driver} (dev.sh installs both with apt for the test command)")
+        pytest.skip(f"needs {binary} and {driver} (`./dev.sh test` apt-installs Debian's chromium and "
+                    "chromium-driver; where that fails, e.g. Ubuntu's snap-only chromium, install them by hand)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

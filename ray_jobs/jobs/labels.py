@@ -62,11 +62,12 @@ def build(ds: ray.data.Dataset, cfg: RunConfig) -> tuple[ray.data.Dataset, dict]
     cut = None
     if lc.filter_by != "confident_learning":
         n = detect.prune_counts(cal)
-        parts = _per_batch(scored, c, lambda y, p, tie: _candidates_table(detect.candidates(y, p, tie, n, label_counts)))
+        parts = _per_batch(scored, c,
+                           lambda y, p, tie: _candidates_table(detect.candidates(y, p, tie, n, label_counts)))
         cut = detect.merge_candidates(map(_candidates_dict, parts), n, label_counts)
     marked = engine.materialize(engine.map_tables(scored, _marker(lc, classes, t, cut), batch_size=None))
     ranks = _ranks(marked)
-    final = engine.map_with_side_table(marked, engine.from_table(ranks, 1 << 20), lambda side: _ranked(side, lc))
+    final = engine.map_with_side_table(marked, engine.from_table(ranks, 1 << 20), _ranked)
     summary = _summary(lc, classes, label_counts, t, cal, len(ranks), model_note, marked)
     log.info("labels: %d suspects of %d labelled rows (%s)", len(ranks), int(label_counts.sum()), lc.filter_by)
     issues = engine.map_tables(final, _issue_rows(lc), batch_size=None)
@@ -100,7 +101,8 @@ def _classes(ds: ray.data.Dataset, lc: LabelsConfig) -> pa.Array:
         raise ValueError(f"labels: `{lc.label_column}` has {len(total)} distinct value(s) among kept rows "
                          f"({list(total)[:5]}); label-error detection needs at least 2 classes")
     if len(total) > lc.max_classes:
-        raise ValueError(f"labels: `{lc.label_column}` has {len(total):,} distinct values, more than labels.max_classes "
+        raise ValueError(f"labels: `{lc.label_column}` has {len(total):,} distinct values, more than "
+                         f"labels.max_classes "
                          f"({lc.max_classes}); is it really a label column? Raise labels.max_classes if it is")
     return pa.array(sorted(total))
 
@@ -235,7 +237,8 @@ def _candidates_table(cands: dict) -> pa.Table:
     keys = [(k, j) for (k, j), (v, _) in cands.items() for _ in range(len(v))]
     return pa.table({"k": pa.array([k for k, _ in keys], pa.int32()), "j": pa.array([j for _, j in keys], pa.int32()),
                      "value": np.concatenate([v for v, _ in cands.values()] or [np.empty(0)]),
-                     "tie": np.concatenate([t for _, t in cands.values()] or [np.empty(0, np.uint64)]).astype(np.uint64)})
+                     "tie": np.concatenate([t for _, t in cands.values()]
+                                           or [np.empty(0, np.uint64)]).astype(np.uint64)})
 
 
 def _candidates_dict(table: pa.Table) -> dict:
@@ -277,7 +280,7 @@ def _ranks(marked: ray.data.Dataset) -> pa.Table:
     return pa.table({schema.ID: ranked[schema.ID], RANK: pa.array(np.arange(1, len(ranked) + 1))})
 
 
-def _ranked(side: pa.Table, lc: LabelsConfig):
+def _ranked(side: pa.Table):
     ids = side[schema.ID].combine_chunks() if len(side) else pa.array([], pa.string())
     ranks = side[RANK].combine_chunks() if len(side) else pa.array([], pa.int64())
 

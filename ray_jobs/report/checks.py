@@ -97,13 +97,20 @@ def normalised(rows: RowScan | None, norm: NormalizeConfig) -> Check:
     return Check(name, PASS, detail)
 
 
-def quality_filters(config: dict[str, Any], clean: dict[str, Any] | None, text_run: bool) -> Check:
-    name = "quality filters applied"
+def _stage_gate(name: str, stage: str, stats: dict[str, Any] | None, text_run: bool, fix: str) -> Check | None:
+    """SKIP on an ingest-only run, FAIL when `stage` did not finish; None when the check can look at `stats`."""
     if not text_run:
         return Check(name, SKIP, INGEST_ONLY)
-    if clean is None:
-        return Check(name, FAIL, "the clean stage did not finish in this run (no _SUCCESS.clean), so nothing here "
-                                 "was quality-filtered; fix: `ray-jobs run` (or `ray-jobs clean`) on the input")
+    if stats is None:
+        return Check(name, FAIL, f"the {stage} stage did not finish in this run (no _SUCCESS.{stage}){fix}")
+    return None
+
+
+def quality_filters(config: dict[str, Any], clean: dict[str, Any] | None, text_run: bool) -> Check:
+    name = "quality filters applied"
+    if gate := _stage_gate(name, "clean", clean, text_run, ", so nothing here was quality-filtered; fix: "
+                                                           "`ray-jobs run` (or `ray-jobs clean`) on the input"):
+        return gate
     section = config.get("clean", {})
     enabled = section.get("quality", {}).get("enabled", list(REASONS))
     off = [r for r in REASONS if r not in enabled]
@@ -121,11 +128,9 @@ def quality_filters(config: dict[str, Any], clean: dict[str, Any] | None, text_r
 
 def deduplicated(config: dict[str, Any], dedup: dict[str, Any] | None, text_run: bool) -> Check:
     name = "exact and near dedup done"
-    if not text_run:
-        return Check(name, SKIP, INGEST_ONLY)
-    if dedup is None:
-        return Check(name, FAIL, "the dedup stage did not finish in this run (no _SUCCESS.dedup); fix: "
-                                 "`ray-jobs run` (or `ray-jobs dedup`) on the cleaned rows")
+    if gate := _stage_gate(name, "dedup", dedup, text_run, "; fix: `ray-jobs run` (or `ray-jobs dedup`) on the "
+                                                           "cleaned rows"):
+        return gate
     section = config.get("dedup", {})
     exact, near = section.get("exact", True), section.get("near", {}).get("enabled", True)
     dropped = dedup["dropped"]
