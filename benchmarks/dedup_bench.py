@@ -4,7 +4,7 @@
     python benchmarks/dedup_bench.py benchmarks/out/dedup/25mb benchmarks/out/dedup/100mb benchmarks/out/dedup/400mb
     python benchmarks/dedup_bench.py benchmarks/out/dedup/1gb --set dedup.near.cc_fast_path_max_edges=0
 
-Each corpus runs in a child process (`ray_jobs.jobs.pipeline.run_pipeline(stages=("dedup",))`, a fresh local Ray
+Each corpus runs in a child process (`ray_jobs.planner.run_pipeline(stages=("dedup",))`, a fresh local Ray
 with `ray.num_cpus`, default 2), so the driver's peak RSS (getrusage of the child) belongs to that run alone. A
 sampler thread in the parent adds up the RSS of every process of the Ray session (workers, raylet, GCS) every 0.5
 s and keeps the peak, with the size of the Ray spill folder. Reported: MB and rows in, seconds, MB/s
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 CHILD = r"""
 import json, resource, sys, time
 from ray_jobs.config import load_config
-from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.planner import run_pipeline
 corpus, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = load_config(None, [f'input.paths=["{corpus}"]', f"output.dir={out}", "ray.progress_bars=false", *overrides])
 t0 = time.perf_counter()

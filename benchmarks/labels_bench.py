@@ -47,7 +47,7 @@ KS = (10, 25, 50, 100, 200, 400)
 CHILD = r"""
 import json, resource, sys, time, dataclasses
 from ray_jobs.config import load_config
-from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.planner import run_pipeline
 data, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = load_config(None, [f"output.dir={out}", "ray.progress_bars=false", *overrides])
 t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from collections import Counter  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ray_jobs.stages.langid import LangIdConfig, LanguageDetector  # noqa: E402
+from ray_jobs.steps.clean.langid import LangIdConfig, LanguageDetector  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/lingua_language_testdata/language-testdata/sentences"
 

@@ -1,4 +1,4 @@
-"""MinHash signature throughput on one core: ray_jobs.dedup.minhash.signatures against datasketch, rensa and
+"""MinHash signature throughput on one core: ray_jobs.steps.dedup.minhash.signatures against datasketch, rensa and
 datatrove, on the same documents, in one run.
 
     python benchmarks/minhash_bench.py          # 20 MB Gutenberg slice + shards/sample: ~11 min on 2 busy cores
@@ -73,7 +73,7 @@ LOOP_TARGET, RENSA_TARGET = 150.0, 1.0
 COLD_COMPILE = """
 import time, pyarrow as pa
 t0 = time.perf_counter()
-from ray_jobs.dedup.minhash import MinHashConfig, signatures
+from ray_jobs.steps.dedup.minhash import MinHashConfig, signatures
 t1 = time.perf_counter()
 signatures(pa.array(["it was the best of times, it was the worst of times"] * 8), MinHashConfig())
 print(t1 - t0, time.perf_counter() - t1)
@@ -151,7 +151,7 @@ def methods() -> list[tuple[str, object, object]]:
     from datasketch import MinHash
     from rensa import CMinHash, RMinHash
 
-    from ray_jobs.dedup.minhash import MinHashConfig, signatures
+    from ray_jobs.steps.dedup.minhash import MinHashConfig, signatures
 
     cfg = MinHashConfig()
     assert (cfg.shingle, cfg.ngram, cfg.num_perm) == ("char", NGRAM, NUM_PERM)
@@ -345,7 +345,7 @@ def cold_start(sample: list[str]) -> dict:
     cache = REPO / "ray_jobs" / "dedup" / "__pycache__"
     cached = any(cache.glob("minhash._window_hashes-*.nbi"))
     t0 = time.perf_counter()
-    from ray_jobs.dedup.minhash import MinHashConfig, signatures
+    from ray_jobs.steps.dedup.minhash import MinHashConfig, signatures
     t1 = time.perf_counter()
     signatures(pa.array(sample, pa.string()), MinHashConfig())
     t2 = time.perf_counter()

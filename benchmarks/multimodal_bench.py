@@ -4,7 +4,7 @@
     python benchmarks/multimodal_bench.py --json benchmarks/out/multimodal.json
 
 * OCR: character error rate (Levenshtein distance / reference length, after folding whitespace) of
-  `ray_jobs.multimodal.pdf.pdf_pages` (Tesseract at ingest.pdf.ocr_dpi) on OCRmyPDF's scans of one page (linn.pdf and
+  `ray_jobs.ingest.pdf.pdf_pages` (Tesseract at ingest.pdf.ocr_dpi) on OCRmyPDF's scans of one page (linn.pdf and
   its skewed, rotated, CCITT and JBIG2 variants, all against linn.txt), and of Tesseract on the images of
   Tesseract's own test set (phototest, eurotext, rotated phototests) against their transcripts; OCR pages/s.
 * Born-digital PDFs (pdfplumber's and dolma's test PDFs): pages/s of the text-layer path, the share of pages that
@@ -54,7 +54,7 @@ def timed(fn, *args):
 def ocr_figures() -> dict:
     from PIL import Image
 
-    from ray_jobs.multimodal.pdf import PdfConfig, pdf_pages
+    from ray_jobs.ingest.pdf import PdfConfig, pdf_pages
 
     cfg = PdfConfig(render=False)
     scans = DATA / "pdfs" / "scanned_ocrmypdf"
@@ -73,7 +73,7 @@ def ocr_figures() -> dict:
                          ("phototest-rotated-R.png", "phototest.txt")):
         import io
 
-        from ray_jobs.multimodal.pdf import ocr_png
+        from ray_jobs.ingest.pdf import ocr_png
 
         with Image.open(tess / image) as im:
             buf = io.BytesIO()
@@ -84,7 +84,7 @@ def ocr_figures() -> dict:
 
 
 def born_digital_figures() -> dict:
-    from ray_jobs.multimodal.pdf import PdfConfig, pdf_pages
+    from ray_jobs.ingest.pdf import PdfConfig, pdf_pages
 
     cfg = PdfConfig(render=False)
     files = sorted((DATA / "pdfs" / "text_pdfplumber").glob("*.pdf")) + sorted((DATA / "pdfs" / "text_dolma").glob("*.pdf"))
@@ -112,8 +112,8 @@ def audio_figures() -> dict:
     from scipy.signal import filtfilt, firwin, resample_poly
 
     from ray_jobs.config import TokenizeConfig
-    from ray_jobs.multimodal.audio import AudioConfig, AudioStage, load_mono_16k
-    from ray_jobs.multimodal.manifest import read_manifest
+    from ray_jobs.ingest.audio import AudioConfig, AudioStage, load_mono_16k
+    from ray_jobs.ingest.manifest import read_manifest
 
     wavs = DATA / "speech_ljspeech_coqui_tests" / "ljspeech" / "wavs"
     errors, passband = [], []
@@ -145,7 +145,7 @@ def audio_figures() -> dict:
 
 
 def image_figures() -> dict:
-    from ray_jobs.multimodal.images import ImageConfig, describe
+    from ray_jobs.ingest.images import ImageConfig, describe
 
     files = sorted((DATA / "coco_mini_captions" / "train2017").glob("*.jpg"))
     blobs = [f.read_bytes() for f in files]
@@ -156,7 +156,7 @@ def image_figures() -> dict:
     def decode_validate_pack():  # the ingest rows of these images, then their WebDataset columns
         import pyarrow as pa
 
-        from ray_jobs.multimodal.shards import asset_rows, webdataset_samples
+        from ray_jobs.ingest.shards import asset_rows, webdataset_samples
 
         rows = [{"id": f.name, "modality": "image", "file": str(f), **describe(b, cfg)} for f, b in zip(files, blobs)]
         return webdataset_samples(asset_rows(pa.Table.from_pylist(rows)))

@@ -47,7 +47,7 @@ def padding_figures(tokenize_dir: Path, micro: int, seq_len: int) -> dict:
     import numpy as np
     import pyarrow.dataset as pads
 
-    from ray_jobs.tokenize.pack import best_fit_decreasing, pieces
+    from ray_jobs.steps.pack.ops import best_fit_decreasing, pieces
 
     t = pads.dataset(str(tokenize_dir / "split=train"), format="parquet").to_table(columns=["num_tokens"])
     lengths = np.minimum(t["num_tokens"].to_numpy(), seq_len)

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 def _submit(args: argparse.Namespace) -> int:
     """The config and overrides are checked here (a typo fails before anything is sent), then sent as they are:
     defaults and relative paths resolve on the cluster, where the project is installed."""
-    from ray_jobs import engine
+    from ray_jobs.runtime import jobs
 
     overrides = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
     load_config(args.config, overrides)
@@ -129,14 +129,14 @@ def _submit(args: argparse.Namespace) -> int:
         runtime_env: dict = {"working_dir": tmp}
         if args.with_code:
             runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
-        job_id, status = engine.submit_job(address, shlex.join(entry), runtime_env,
+        job_id, status = jobs.submit_job(address, shlex.join(entry), runtime_env,
                                            lambda chunk: print(chunk, end="", flush=True))
     print(f"\njob {job_id} at {address}: job status: {status}")
     return 0 if status == "SUCCEEDED" else 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ray_jobs.jobs.pipeline import run_pipeline  # imports Ray: keep `stats`/`inspect` fast
+    from ray_jobs.planner import run_pipeline  # imports Ray: keep `stats`/`inspect` fast
 
     overrides = list(args.overrides)
     if args.address:
@@ -149,18 +149,18 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"labels.label_column={args.label_column}")
     cfg = load_config(args.config, overrides)
     if args.verb == "ingest":
-        from ray_jobs.jobs.ingest import ingest
+        from ray_jobs.ingest.job import ingest
 
         for modality, counts in ingest(cfg, args.manifest).items():
             print(f"{modality:<6} " + "  ".join(f"{k}={v:,}" for k, v in counts.items()))
         return 0
     if args.verb == "pack" and args.format != "tokens":
-        from ray_jobs.jobs.ingest import pack_assets
+        from ray_jobs.ingest.job import pack_assets
 
         print(f"assets: {pack_assets(cfg, args.input, args.format)}")
         return 0
     if args.verb == "train":
-        from ray_jobs.jobs.train import train  # imports torch and transformers: only for this verb
+        from ray_jobs.train.job import train  # imports torch and transformers: only for this verb
 
         out = train(cfg)
         print(f"metrics: {out['metrics']}\nlatest checkpoint: {out['checkpoint']}")

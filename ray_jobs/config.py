@@ -15,25 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.dedup.leakage import LeakageConfig
-from ray_jobs.dedup.lsh import NearDedupConfig
-from ray_jobs.multimodal.audio import AudioConfig
-from ray_jobs.multimodal.images import ImageConfig
-from ray_jobs.multimodal.pdf import PdfConfig
-from ray_jobs.stages.langid import LangIdConfig
-from ray_jobs.stages.normalize import NormalizeConfig
-from ray_jobs.stages.quality import QualityConfig
+from ray_jobs.errors import check_choice as _choice
+from ray_jobs.ingest.audio import AudioConfig
+from ray_jobs.ingest.images import ImageConfig
+from ray_jobs.ingest.pdf import PdfConfig
+from ray_jobs.steps.clean.config import CleanConfig
+from ray_jobs.steps.dedup.config import DedupConfig
+from ray_jobs.steps.labels.config import LabelsConfig
+from ray_jobs.steps.leakage.config import LeakageConfig
+from ray_jobs.steps.pack.config import PackConfig
+from ray_jobs.steps.split.config import SplitConfig
+from ray_jobs.steps.tokenize.config import DEFAULT_TOKENIZER, TokenizeConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
-DEFAULT_TOKENIZER = str(PACKAGE_DIR / "assets" / "smollm2_tokenizer")
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "csv", "text", "webdataset", "hf")
 EXPORT_FORMATS = ("none", "parquet", "jsonl", "webdataset", "hf")
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,112 +84,6 @@ class RayConfig:
         if self.num_cpus < 0 or self.object_store_mb < 0 or self.batch_size < 1 or self.target_max_block_size_mb < 1:
             raise ValueError("ray.num_cpus and ray.object_store_mb must be >= 0, ray.batch_size and "
                              "ray.target_max_block_size_mb >= 1")
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    langid: LangIdConfig = field(default_factory=LangIdConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    # Rows whose detected language is not listed are dropped as `lang_not_allowed`; empty = allow every language.
-    allowed_langs: tuple[str, ...] = ("en",)
-    min_lang_score: float = 0.0  # below this the language counts as undetermined ("und")
-    # Language ID loads a model: it runs in an actor pool. Ray reserves 1 CPU per read task, so actors must
-    # leave one free: 2 actors x 0.9 CPU on a 2-core machine starved the read and hung (seen here); 2 x 0.5 runs.
-    actors: int = 2
-    actor_cpus: float = 0.5
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    exact: bool = True
-    # Rows are shuffled into this many hash buckets; one bucket is deduplicated in one call, so its size
-    # bounds worker memory: 1 B docs x 4 kB / 4096 buckets ~ 1 GB per bucket.
-    num_buckets: int = 64
-    # Near dedup sizes each shuffle (band buckets, joins, graph rounds) to one partition per this many MB of
-    # its input, at most num_buckets: a reduce task holds one partition. On the 4 MB sample that is 1
-    # partition per shuffle instead of 64, which took the near-dedup joins from 14-16 s to ~2 s each.
-    partition_mb: int = 128
-    # At most this many documents in near-dup clusters: the cluster table (~100 bytes a row, 200 MB at 2 M) goes
-    # to every worker and the rows are marked where they are. Above it, a hash join shuffles the rows by id (on
-    # 100 MB here the join cost ~6 s of a 59 s run, and it moves all the text through the object store).
-    broadcast_max_rows: int = 2_000_000
-    lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
-    near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH, after exact dedup
-
-    def __post_init__(self) -> None:
-        if self.num_buckets < 1 or self.partition_mb < 1 or self.broadcast_max_rows < 0:
-            raise ValueError(f"dedup.num_buckets and dedup.partition_mb must be >= 1, broadcast_max_rows >= 0; got "
-                             f"{self.num_buckets}, {self.partition_mb}, {self.broadcast_max_rows}")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    train: float = 0.90
-    val: float = 0.05
-    test: float = 0.05
-    seed: int = 0
-    stratify_by: str = ""  # a label column: exact per-class proportions; "" = plain hash split
-    # Rows with the same value of this column land in the same split (e.g. a cluster id from near-dedup).
-    group_by: str = "id"
-
-    def __post_init__(self) -> None:
-        total = self.train + self.val + self.test
-        if min(self.train, self.val, self.test) < 0 or abs(total - 1.0) > 1e-9:
-            raise ValueError(
-                f"split.train + split.val + split.test must be 1 with none negative; got "
-                f"{self.train} + {self.val} + {self.test} = {total}"
-            )
-
-
-@dataclass(frozen=True)
-class TokenizeConfig:
-    # A tokenizer.json file, a folder (tokenizer.json, or vocab.json + merges.txt), or a hub id.
-    tokenizer: str = DEFAULT_TOKENIZER
-    # Cut longer documents here (0 = never): with packing on (pack.overflow = "split"), long documents are cut
-    # into seq_len pieces there instead, so no token is lost.
-    max_length: int = 0
-    add_eos: bool = True  # causal LM: the model must learn where a document ends
-    eos_token: str = "auto"  # "auto" = <|endoftext|>, </s> or <eos>, whichever the tokenizer has
-    keep_text: bool = False  # token shards are read by trainers; the text is still in the split stage
-    # auto: rows with a `messages` column (chat data, see input.messages_column) go through the chat template,
-    # others are plain text; "text" / "chat" force one.
-    format: str = "auto"
-    # "auto" = the tokenizer's own (chat_template in its tokenizer_config.json), or a .jinja file, or the text.
-    chat_template: str = "auto"
-    actors: int = 2
-    actor_cpus: float = 0.5  # see clean.actor_cpus
-
-    def __post_init__(self) -> None:
-        if self.max_length == 1 or self.max_length < 0:
-            raise ValueError(f"tokenize.max_length must be 0 (no limit) or >= 2; got {self.max_length}")
-        _choice("tokenize.format", self.format, ("auto", "text", "chat"))
-
-
-@dataclass(frozen=True)
-class PackConfig:
-    """Packing the tokenized documents into fixed-length training rows (tokenize/pack.py)."""
-
-    enabled: bool = True
-    seq_len: int = 2048
-    overflow: str = "split"  # a document longer than seq_len: "split" into pieces (no token lost) or "crop" it
-    # Documents packed together: more fill rows better (best-fit decreasing within the batch); 4096 documents of
-    # the sample leave ~1 % padding at seq_len 2048.
-    docs_per_batch: int = 4096
-    pad_id: int = 0  # any id: padding has label -100 and lies outside every document's seq_lens
-    # Copies for other trainers: "bin" = RUN/export/tokens/<split>.bin (the documents' ids back to back, uint16
-    # below 65,536 token ids, else uint32) + <split>.idx.npy (document offsets), nanoGPT-style; "webdataset" =
-    # RUN/export/tokens-webdataset/<split>/ tar shards of the packed rows, one .npy per column.
-    exports: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.seq_len < 2:
-            raise ValueError(f"pack.seq_len must be >= 2; got {self.seq_len}")
-        _choice("pack.overflow", self.overflow, ("split", "crop"))
-        if self.docs_per_batch < 1:
-            raise ValueError(f"pack.docs_per_batch must be >= 1; got {self.docs_per_batch}")
-        for e in self.exports:
-            _choice("pack.exports[]", e, ("bin", "webdataset"))
 
 
 @dataclass(frozen=True)
@@ -277,59 +168,6 @@ class IngestConfig:
     # ../train2017 next to the annotations folder)
     coco_images: str = ""
     rows_per_task: int = 16  # assets per task: PDFs and audio clips are seconds each
-
-
-@dataclass(frozen=True)
-class LabelsConfig:
-    """Label-error detection (`ray-jobs labels`, ray_jobs/labels/): out-of-fold probabilities from a deliberately
-    simple model, then confident learning. In `ray-jobs run` it runs after split (or leakage) when enabled."""
-
-    enabled: bool = False
-    label_column: str = "label"  # the text is input.text_column (renamed to `text` when read)
-    # Out-of-fold probabilities: every row is predicted by the model that did not see it. 5 folds: each model
-    # sees 80 % of the rows (cleanlab's default cv_n_folds is 5 too).
-    folds: int = 5
-    seed: int = 0
-    # The model: hashed word n-grams (scikit-learn's HashingVectorizer, l2-normalised) + logistic regression by
-    # SGD (log loss), one Ray task per fold streaming the feature blocks. On AG News test (7,600 rows, 5 % flipped)
-    # word 1-2 grams, 2^18 features, alpha 1e-5 and 10 epochs found the flips at P 0.42 / R 0.88 (prune_by_noise_rate),
-    # the same as lbfgs LogisticRegression (0.41 / 0.86) in 1/200 of its time.
-    ngram_max: int = 2
-    char_ngrams: bool = False  # add hashed char 3-5 grams (for short or noisy texts); ~4x the features per row
-    n_features: int = 2 ** 18  # 2 MB of float64 weights per class per fold
-    alpha: float = 1e-5  # L2 strength: 1e-4 underfit (recall 0.82), 1e-6 overfit (precision 0.35) on AG News
-    epochs: int = 10
-    # SGD sees this many random blocks (4 MB of text each by default) shuffled together per step, so a label-sorted
-    # input still gives it mixed batches; the fold task's memory is these blocks plus the weights.
-    mix_blocks: int = 8
-    trainer_cpus: float = 1.0  # per fold task; folds run side by side as CPUs allow
-    # Or bring your own out-of-sample probabilities: a list<float> column of the rows, or a .npy (rows x classes)
-    # with a file of the row ids in the same order (.json list, .npy or one id per line); class i is the i-th
-    # label value in sorted order.
-    probs_column: str = ""
-    probs_file: str = ""
-    probs_ids_file: str = ""
-    # cleanlab's filters: "prune_by_noise_rate" (its default: per (given, true) class pair, the rows with the
-    # largest margin, as many as the calibrated confident joint estimates), "confident_learning" (the
-    # off-diagonal of the confident joint), "both" (rows flagged by prune_by_noise_rate and by prune_by_class).
-    filter_by: str = "prune_by_noise_rate"
-    rank_by: str = "self_confidence"  # or "normalized_margin": lowest first in the ranked label_issues table
-    # "drop": suspects go to status=label_issue (the next stage reads kept rows only); "flag": they stay kept,
-    # marked by the label_issue column. Either way RUN/labels/_issues/ holds the ranked table.
-    action: str = "drop"
-    max_classes: int = 1000  # a label column with more values is probably not a label (an id, a free text)
-
-    def __post_init__(self) -> None:
-        _choice("labels.filter_by", self.filter_by, ("prune_by_noise_rate", "confident_learning", "both"))
-        _choice("labels.rank_by", self.rank_by, ("self_confidence", "normalized_margin"))
-        _choice("labels.action", self.action, ("drop", "flag"))
-        if self.folds < 2 or min(self.epochs, self.ngram_max, self.mix_blocks) < 1 or self.n_features < 16:
-            raise ValueError(f"labels.folds must be >= 2, labels.epochs, ngram_max and mix_blocks >= 1, n_features >= "
-                             f"16; got {self.folds}, {self.epochs}, {self.ngram_max}, {self.mix_blocks}, "
-                             f"{self.n_features}")
-        if bool(self.probs_file) != bool(self.probs_ids_file):
-            raise ValueError("labels.probs_file needs labels.probs_ids_file (the row id of each of its rows) and "
-                             "the other way round; set both or neither")
 
 
 @dataclass(frozen=True)

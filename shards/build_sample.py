@@ -9,7 +9,7 @@ Sources (all public domain, CC0 or CC BY; details and licences in the SOURCE.md 
   * SpamAssassin e-mails: the body as a mail reader shows it (see `_mail_text`).
   * Lingua (Leipzig corpora) sentences: 5-10 consecutive sentences of one language per document.
 
-Rows are picked by running the project's own quality rules (ray_jobs.stages.quality) on the
+Rows are picked by running the project's own quality rules (ray_jobs.steps.clean.quality) on the
 candidates, so every drop reason is exercised by real text. Everything is deterministic:
 picks are ordered by a seeded xxh64 of the row id, so re-running gives byte-identical Parquet.
 """
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from an uninstalled checkout
-from ray_jobs.stages.quality import REASONS, QualityConfig, drop_reasons  # noqa: E402
+from ray_jobs.steps.clean.quality import REASONS, QualityConfig, drop_reasons  # noqa: E402
 
 SEED = 20_240_601
 GUTENBERG_TAR = "gutenberg_subset_rcdm_uga/gutenberg_dickens_twain_shakespeare.tar.gz"
@@ -478,7 +478,7 @@ stratified splits: `book` (Gutenberg), `ham` / `spam` (SpamAssassin), `foreign` 
 
 ## Drop reasons the rows trigger
 
-Quality reason = `ray_jobs.stages.quality.drop_reasons` with the default `QualityConfig` and
+Quality reason = `ray_jobs.steps.clean.quality.drop_reasons` with the default `QualityConfig` and
 `lang_hint` as the language (first failing rule); `lang_not_allowed` = non-English `lang_hint`;
 `exact_duplicate` = non-empty text already present under a smaller id. A row can count in several.
 The pipeline's clean stage differs: it runs language ID instead of trusting `lang_hint` and lets

@@ -48,7 +48,7 @@ def sample_run(ray_local, tmp_path_factory) -> Path:
     """The whole pipeline on the sample (with a WebDataset export), run once per session (~45 s here):
     test_pipeline.py checks its contract, test_report.py its report.html. A test that redoes stages in it must
     leave it finished again, with the same config."""
-    from ray_jobs.jobs.pipeline import run_pipeline
+    from ray_jobs.planner import run_pipeline
 
     out = tmp_path_factory.mktemp("sample_run")
     run_pipeline(sample_config(out, "output.export=webdataset"))

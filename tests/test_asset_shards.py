@@ -6,7 +6,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from ray_jobs.cli import main as cli_main
-from ray_jobs.multimodal.shards import read_shards
+from ray_jobs.ingest.shards import read_shards
 from test_ingest import ingested  # noqa: F401  (the module fixture: a real ingest run)
 
 pytestmark = pytest.mark.slow

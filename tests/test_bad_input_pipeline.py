@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.config import load_config
-from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.planner import run_pipeline
 
 # Long enough (> 50 words) and plain enough to pass the default quality rules.
 LONG = [

@@ -11,9 +11,9 @@ import pytest
 from ray_jobs import schema
 from ray_jobs.config import InputConfig, TokenizeConfig
 from ray_jobs.io.formats import FileUnit, parse_file
-from ray_jobs.tokenize.chat import IGNORE, ChatEncoder, template_from
-from ray_jobs.tokenize.stage import LABELS, LOSS_TOKENS, TokenizeStage
-from ray_jobs.tokenize.tokenizer import load_tokenizer
+from ray_jobs.steps.tokenize.chat import IGNORE, ChatEncoder, template_from
+from ray_jobs.steps.tokenize.ops import LABELS, LOSS_TOKENS, TokenizeStage
+from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
 
 ASSET = TokenizeConfig().tokenizer  # the embedded copy of the shared SmolLM2 export
 CONVERSATION = [

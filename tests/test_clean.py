@@ -3,7 +3,7 @@
 import pyarrow as pa
 
 from ray_jobs.config import CleanConfig, load_config
-from ray_jobs.stages.clean import CleanStage
+from ray_jobs.steps.clean.ops import CleanStage
 
 # Public-domain prose (Mark Twain, Adventures of Huckleberry Finn, ch. 1) and a German sentence.
 ENGLISH = (

@@ -1,7 +1,7 @@
 import pyarrow as pa
 
 from ray_jobs.config import DedupConfig
-from ray_jobs.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id
+from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id
 
 
 def _table(ids, texts):

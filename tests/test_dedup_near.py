@@ -9,13 +9,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.dedup.components import (
+from ray_jobs.steps.dedup.components import (
     CLUSTER, LABEL, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
     star_labels, union_find_labels,
 )
-from ray_jobs.dedup.leakage import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
-from ray_jobs.dedup.lsh import (
-    A, B, HASH, NODE, OLD, PART, RANK, NearDedupConfig, SignatureStage, bucket_edges, explode_bands,
+from ray_jobs.steps.leakage.ops import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
+from ray_jobs.steps.dedup.config import NearDedupConfig
+from ray_jobs.steps.dedup.lsh import (
+    A, B, HASH, NODE, OLD, PART, RANK, SignatureStage, bucket_edges, explode_bands,
 )
 from tests.conftest import SAMPLE
 

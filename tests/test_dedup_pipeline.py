@@ -15,8 +15,8 @@ import pytest
 from conftest import SAMPLE
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
-from ray_jobs.dedup.minhash import MinHashConfig, shingle_set
-from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.steps.dedup.minhash import MinHashConfig, shingle_set
+from ray_jobs.planner import run_pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import pytest
 
 from ray_jobs import schema
 from ray_jobs.config import LabelsConfig, load_config
-from ray_jobs.labels import detect
-from ray_jobs.labels.model import FOLD, FeaturizeStage, num_features, predict, train_fold
-from ray_jobs.split import split_hashes
+from ray_jobs.steps.labels import detect
+from ray_jobs.steps.labels.model import FOLD, FeaturizeStage, num_features, predict, train_fold
+from ray_jobs.steps.split.ops import split_hashes
 
 from conftest import SAMPLE
 
@@ -132,7 +132,7 @@ def test_config_checks_probs_file_pairing():
 
 
 def _run_labels(tmp_path, input_path, *overrides):
-    from ray_jobs.jobs.pipeline import run_pipeline
+    from ray_jobs.planner import run_pipeline
     import dataclasses
 
     cfg = load_config(None, [f"output.dir={tmp_path / 'run'}", "ray.progress_bars=false", *overrides])

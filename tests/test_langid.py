@@ -1,4 +1,4 @@
-"""Language identification (ray_jobs.stages.langid): every importable backend, no Ray."""
+"""Language identification (ray_jobs.steps.clean.langid): every importable backend, no Ray."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_jobs.stages import langid
-from ray_jobs.stages.langid import BACKENDS, LangIdConfig, LanguageDetector, detect_table, iso639_1
+from ray_jobs.steps.clean import langid
+from ray_jobs.steps.clean.langid import BACKENDS, LangIdConfig, LanguageDetector, detect_table, iso639_1
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SENTENCES_DIR = SHARED_DATA / "lingua_language_testdata" / "language-testdata" / "sentences"

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.dedup.minhash import (
+from ray_jobs.steps.dedup.minhash import (
     MinHashConfig, band_keys, candidate_probability, jaccard_estimate, optimal_bands_rows, shingle_set, signatures,
 )
 from tests.conftest import SAMPLE

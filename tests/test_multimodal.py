@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from ray_jobs.multimodal.audio import AudioConfig, AudioStage, load_mono_16k
-from ray_jobs.multimodal.images import ImageConfig, ImageStage
-from ray_jobs.multimodal.manifest import coco_manifest, read_manifest
-from ray_jobs.multimodal.pdf import EMPTY_PAGE, PdfConfig, PdfStage
+from ray_jobs.ingest.audio import AudioConfig, AudioStage, load_mono_16k
+from ray_jobs.ingest.images import ImageConfig, ImageStage
+from ray_jobs.ingest.manifest import coco_manifest, read_manifest
+from ray_jobs.ingest.pdf import EMPTY_PAGE, PdfConfig, PdfStage
 from ray_jobs.config import TokenizeConfig
 
 PHRASE = "The quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches"
@@ -182,7 +182,7 @@ def test_ljspeech_clips_in_three_formats_decode_alike(shared_data):
 
 
 def test_same_bytes_in_another_file_is_a_duplicate_but_captions_of_one_file_are_not():
-    from ray_jobs.jobs.ingest import _hash_bucket, duplicate_files
+    from ray_jobs.ingest.job import _hash_bucket, duplicate_files
 
     table = pa.table({"id": ["a1", "a2", "b", "c", "q"], "file": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "q.jpg"],
                       "content_hash": ["f" * 32, "f" * 32, "f" * 32, "e" * 32, None],

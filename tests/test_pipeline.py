@@ -17,16 +17,16 @@ import pytest
 
 from conftest import BASE, PARQUET, SAMPLE
 from conftest import sample_config as _cfg
-from ray_jobs import engine
+from ray_jobs import runtime
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
 from ray_jobs.io.formats import FileUnit, parse_file
 from ray_jobs.io.readers import discover, hf_tables
-from ray_jobs.io.writers import export
-from ray_jobs.jobs.pipeline import run_pipeline
+from ray_jobs.exports import export
+from ray_jobs.planner import run_pipeline
 from ray_jobs.rundir import RunDir, run_stats
-from ray_jobs.split import target_counts
-from ray_jobs.stages.quality import REASONS
+from ray_jobs.steps.split.ops import target_counts
+from ray_jobs.steps.clean.quality import REASONS
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +203,7 @@ def test_webdataset_form_of_the_sample_gives_the_same_rows(run_dir, tmp_path):
     ([], 2, 0.5, False),
 ])
 def test_actor_placement_rule(nodes, actors, cpus, ok):
-    assert engine.spread_leaves_a_cpu(nodes, actors, cpus) is ok
+    assert runtime.spread_leaves_a_cpu(nodes, actors, cpus) is ok
 
 
 def test_an_actor_pool_that_would_starve_the_read_fails_fast(ray_local, tmp_path):

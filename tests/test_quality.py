@@ -1,4 +1,4 @@
-"""Tests for ray_jobs.stages.quality: one realistic text per drop reason, a clean real
+"""Tests for ray_jobs.steps.clean.quality: one realistic text per drop reason, a clean real
 passage that passes every rule, language gating, config validation and null handling."""
 
 import base64
@@ -7,7 +7,7 @@ import zlib
 import pyarrow as pa
 import pytest
 
-from ray_jobs.stages.quality import REASONS, QualityConfig, drop_reasons
+from ray_jobs.steps.clean.quality import REASONS, QualityConfig, drop_reasons
 
 # Charles Dickens, "A Tale of Two Cities" (1859), Book 1 ch. 1, opening four paragraphs, as in
 # Project Gutenberg (public domain; ../shared/data/gutenberg_subset_rcdm_uga).

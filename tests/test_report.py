@@ -20,7 +20,7 @@ from ray_jobs.report.checks import FAIL, PASS, SKIP, WARN, run_checks
 from ray_jobs.report.html import write_report
 from ray_jobs.report.scan import LENGTH_EDGES, SPOT_CHECK_ROWS, Histogram, gather, label_column
 from ray_jobs.rundir import RunDir, write_manifest, write_stats
-from ray_jobs.stages.quality import REASONS
+from ray_jobs.steps.clean.quality import REASONS
 
 LABELS = ("ham", "spam", "book")
 T0 = 1_700_000_000.0

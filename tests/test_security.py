@@ -51,7 +51,7 @@ def test_a_local_ray_of_ours_serves_its_dashboard_on_loopback_only():
     code = """
 import psutil
 from ray_jobs.config import RayConfig
-from ray_jobs.engine import ray_session
+from ray_jobs.runtime import ray_session
 with ray_session(RayConfig(num_cpus=1, include_dashboard=True)):
     head = next(p for p in psutil.process_iter(["cmdline"])
                 if any(a.endswith("dashboard/dashboard.py") for a in p.info["cmdline"] or []))

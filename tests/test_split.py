@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ray_jobs.config import SplitConfig
-from ray_jobs.split import (
+from ray_jobs.steps.split.ops import (
     AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter, plan_from_boundaries,
     sum_bin_counts, target_counts,
 )

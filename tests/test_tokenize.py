@@ -2,8 +2,8 @@ import pyarrow as pa
 import pytest
 
 from ray_jobs.config import TokenizeConfig
-from ray_jobs.tokenize.stage import INPUT_IDS, LABELS, NUM_TOKENS, TRUNCATED, TokenizeStage
-from ray_jobs.tokenize.tokenizer import load_tokenizer, resolve_eos
+from ray_jobs.steps.tokenize.ops import INPUT_IDS, LABELS, NUM_TOKENS, TRUNCATED, TokenizeStage
+from ray_jobs.steps.tokenize.tokenizer import load_tokenizer, resolve_eos
 
 TEXTS = [
     "It was the best of times, it was the worst of times, it was the age of wisdom.",

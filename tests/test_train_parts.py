@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ray_jobs.config import ModelConfig, TrainConfig
-from ray_jobs.tokenize.chat import IGNORE
-from ray_jobs.tokenize.pack import pack
+from ray_jobs.steps.tokenize.chat import IGNORE
+from ray_jobs.steps.pack.ops import pack
 from ray_jobs.train.data import REAL_TOKENS, collate_packed, collate_padded, is_packed, sort_by_length
 from ray_jobs.train.loop import optimizer_step
 from ray_jobs.train.model import build_model, build_optimizer, flops_per_token, lr_lambda

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ray_jobs.config import TokenizeConfig
-from ray_jobs.multimodal.vlm import vlm_example, vlm_prompt
-from ray_jobs.tokenize.chat import IGNORE, ChatEncoder, template_from
-from ray_jobs.tokenize.tokenizer import load_tokenizer
+from ray_jobs.ingest.vlm import vlm_example, vlm_prompt
+from ray_jobs.steps.tokenize.chat import IGNORE, ChatEncoder, template_from
+from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
 
 TOK = TokenizeConfig().tokenizer
 # the shape of Idefics3/SmolVLM templates: content parts, the template writes the image token itself

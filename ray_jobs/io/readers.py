@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from ray.data import Datasource, ReadTask
-from ray.data.block import BlockMetadata
 
 from ray_jobs.config import InputConfig
 from ray_jobs.io.formats import (
@@ -66,42 +64,31 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
     return units
 
 
-class CorpusDatasource(Datasource):
-    """A Ray Data source over a list of files of mixed formats; each read task streams a group of files."""
+def file_groups(units: list[FileUnit], parallelism: int) -> list[list[FileUnit]]:
+    """The files cut into read-task groups of up to BYTES_PER_TASK bytes, but never fewer groups than the
+    `parallelism` the executor asks for when there are enough files: 8 files of 8 MB in one task would leave every
+    core but one idle while reading."""
+    groups: list[list[FileUnit]] = []
+    size = 0
+    budget = min(BYTES_PER_TASK, max(1, sum(_size(u) for u in units) // max(1, parallelism)))
+    for u in units:
+        s = _size(u)
+        if not groups or size + s > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(u)
+        size += s
+    return groups
 
-    def __init__(self, units: list[FileUnit], cfg: InputConfig) -> None:
-        self._units = units
-        self._cfg = cfg
 
-    def estimate_inmemory_data_size(self) -> int | None:
-        return sum(_size(u) for u in self._units)
+def read_group(group: list[FileUnit], cfg: InputConfig) -> Iterator[pa.Table]:
+    """Canonical tables of a group of files, file by file (what one read task yields)."""
+    for unit in group:
+        yield from hf_tables(unit.path, cfg) if unit.fmt == "hf" else parse_file(unit, cfg)
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context: Any = None) -> list[ReadTask]:
-        groups: list[list[FileUnit]] = []
-        size = 0
-        # ...but never fewer tasks than Ray asks for when there are enough files: 8 files of 8 MB in one task
-        # would leave every core but one idle while reading.
-        budget = min(BYTES_PER_TASK, max(1, sum(_size(u) for u in self._units) // max(1, parallelism)))
-        for u in self._units:
-            s = _size(u)
-            if not groups or size + s > budget:
-                groups.append([])
-                size = 0
-            groups[-1].append(u)
-            size += s
-        cfg = self._cfg
 
-        def make(group: list[FileUnit]) -> ReadTask:
-            def read() -> Iterator[pa.Table]:
-                for unit in group:
-                    yield from hf_tables(unit.path, cfg) if unit.fmt == "hf" else parse_file(unit, cfg)
-
-            meta = BlockMetadata(num_rows=None, size_bytes=sum(_size(u) for u in group),
-                                 exec_stats=None, input_files=tuple(u.path for u in group))
-            return ReadTask(read, meta)
-
-        return [make(g) for g in groups]
+def group_bytes(group: list[FileUnit]) -> int:
+    return sum(_size(u) for u in group)
 
 
 def hf_tables(spec: str, cfg: InputConfig) -> Iterator[pa.Table]:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ray_jobs.report.scan import NO_SPLIT, SPOT_CHECK_SEED, RowScan, RunData, TokenScan, gather, normalize_config
-from ray_jobs.stages.normalize import NormalizeConfig
-from ray_jobs.stages.quality import REASONS
+from ray_jobs.steps.clean.normalize import NormalizeConfig
+from ray_jobs.steps.clean.quality import REASONS
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 # A class under 1 % of the rows leaves ~0-2 rows of it in a 5 % val/test split of a few thousand: too few to

@@ -24,8 +24,8 @@ from ray_jobs.rundir import (
     INGEST, MANIFEST, RunDir, config_fingerprint, file_entries, final_dirs, final_stage, ingest_kept_dirs,
     partition_counts, run_stats,
 )
-from ray_jobs.split import split_hashes
-from ray_jobs.stages.normalize import NormalizeConfig, normalize_text
+from ray_jobs.steps.split.ops import split_hashes
+from ray_jobs.steps.clean.normalize import NormalizeConfig, normalize_text
 
 # 4096 documents of ~5 kB are ~20 MB of text in memory at a time.
 BATCH_ROWS = 4096

@@ -65,7 +65,7 @@ def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
 def cluster_members(stage_dir: str | Path, cluster_id: str) -> tuple[pa.Table, list[float]]:
     """The rows of one near-dedup cluster (representative first) and each one's exact Jaccard similarity to the
     representative over the shingles the run used. `cluster_id` "largest" picks the largest cluster."""
-    from ray_jobs.dedup.minhash import MinHashConfig, shingle_set  # numpy/numba: only when asked for
+    from ray_jobs.steps.dedup.minhash import MinHashConfig, shingle_set  # numpy/numba: only when asked for
 
     d = Path(stage_dir)
     if not (d / "_clusters").is_dir():

@@ -9,10 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from ray.data.collate_fn import ArrowBatchCollateFn
 
-from ray_jobs.tokenize.chat import IGNORE
-from ray_jobs.tokenize.pack import INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS
+from ray_jobs.steps.tokenize.chat import IGNORE
+from ray_jobs.steps.pack.ops import INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS
 
 
 REAL_TOKENS = "real_tokens"  # tokens that are not padding: popped before the forward pass
@@ -61,14 +60,3 @@ def collate_padded(table: pa.Table, pad_id: int = 0, max_len: int = 0) -> dict[s
     return {"input_ids": torch.from_numpy(out_ids), "labels": torch.from_numpy(out_labels),
             "attention_mask": torch.from_numpy(mask.astype(np.int64)), REAL_TOKENS: torch.tensor(int(lengths.sum()))}
 
-
-class Collate(ArrowBatchCollateFn):
-    """What `iter_torch_batches` calls on each Arrow batch."""
-
-    def __init__(self, packed: bool, document_attention: bool = True, pad_id: int = 0, max_len: int = 0) -> None:
-        self.packed, self.document_attention, self.pad_id, self.max_len = packed, document_attention, pad_id, max_len
-
-    def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:
-        if self.packed:
-            return collate_packed(batch, self.document_attention)
-        return collate_padded(batch, self.pad_id, self.max_len)

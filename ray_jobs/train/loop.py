@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 
 from ray_jobs.config import TrainConfig, _build
-from ray_jobs.train.data import REAL_TOKENS, Collate
+from ray_jobs.runtime.train import Collate
+from ray_jobs.train.data import REAL_TOKENS
 from ray_jobs.train.model import (
     attention_impl, build_model, build_optimizer, flops_per_token, lr_lambda, peak_flops,
 )

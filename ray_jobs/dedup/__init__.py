@@ -1,1 +1,0 @@
-"""Deduplication: exact (hash of the normalised text), MinHash-LSH near dedup, cross-split leakage."""

@@ -1,1 +1,0 @@
-"""Tokenization: tokenizer loading and the batched tokenize stage (packing and chat templates come next)."""
