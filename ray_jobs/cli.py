@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 from ray_jobs.config import load_config
-from ray_jobs.rundir import STAGES, RunDir, run_stats
+from ray_jobs.rundir import RunDir
+from ray_jobs.steps import registry
+from ray_jobs.rundir.stats import run_stats
 from ray_jobs.report.summary import cluster_members, format_cluster, format_rows, format_summary, sample_rows
 
 DEFAULT_JOB_API = "http://127.0.0.1:8265"  # the dashboard's job API, on loopback (cluster/local_cluster.py)
@@ -30,12 +32,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ray-jobs", description=__doc__)
     sub = ap.add_subparsers(dest="verb", required=True)
-    p = sub.add_parser("run", help="clean -> dedup -> split -> tokenize (default: the sample shards)")
+    p = sub.add_parser("run", help="every enabled step, planned into few passes (default: the sample shards)")
     p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults on shards/sample)")
     p.add_argument("--output", help="run directory (default: output.dir)")
     _common(p)
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=f"run only the {stage} stage on any readable input")
+    p = sub.add_parser("plan", help="print the passes `ray-jobs run` would make of the enabled steps")
+    p.add_argument("config", nargs="?", help="TOML config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    for step in registry.steps():
+        stage = step.name
+        p = sub.add_parser(stage, help=f"only the {stage} step on any readable input: {step.doc}")
         p.add_argument("--input", required=True, help="file, folder or glob (Parquet, JSONL, CSV, text, tar)")
         p.add_argument("--output", required=True, help="run directory to write the stage folder into")
         p.add_argument("--config", help="TOML config")
@@ -107,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "submit":
             return _submit(args)
+        if args.verb == "plan":
+            from ray_jobs.planner import describe
+
+            print(describe(load_config(args.config, args.overrides)))
+            return 0
         return _run(args)
     except (ValueError, TypeError) as e:
         print(f"ray-jobs: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_jobs.errors import UserError
 from ray_jobs.errors import check_choice as _choice
 from ray_jobs.ingest.audio import AudioConfig
 from ray_jobs.ingest.images import ImageConfig
@@ -175,6 +176,15 @@ class OutputConfig:
     dir: str = str(REPO_DIR / "shards" / "out" / "run")
     # Besides the Parquet stage folders, export the final kept rows (split stage) in this format.
     export: str = "none"
+    # Full rows of these steps too (e.g. ["split"], ["tokenize"]). By default a run writes its text once (the
+    # clean step's folder); the global steps after it write one compact decision row per document (id, status or
+    # split, what they added) and tokenize passes its rows straight into pack. A step listed here writes its
+    # kept rows whole, at the cost of one more copy of the corpus on disk (and, for a global step, one more read
+    # of the text). output.export implies "split", pack.exports "bin" implies "tokenize".
+    keep: tuple[str, ...] = ()
+    # report.html scans at most this many MB of the final text (a seeded sample of files beyond it); its other
+    # figures come from stats.json and the column footers. 0 = scan everything.
+    report_scan_mb: int = 256
 
     def __post_init__(self) -> None:
         _choice("output.export", self.export, EXPORT_FORMATS)
@@ -194,6 +204,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    # Sections of steps registered from outside the package (steps/registry.py `Step.config_cls`), by name.
+    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -226,20 +238,41 @@ def _coerce(path: str, tp: Any, value: Any) -> Any:
     return value
 
 
+# Keys that were renamed: the old name fails with the new one in the message (none yet; e.g.
+# {"dedup.exact": "dedup.exact.enabled"}).
+RENAMED: dict[str, str] = {}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+    for key in data:
+        old = f"{prefix}.{key}" if prefix else key
+        if old in RENAMED:
+            raise UserError(f"config key {old} was renamed to {RENAMED[old]}; rename it in your config or --set")
+    if cls is RunConfig:
+        from ray_jobs.steps.registry import config_sections
+
+        extra_cls = config_sections()
+        extra = {k: _build(extra_cls[k], data.get(k, {}), k) for k in extra_cls}
+        data = {k: v for k, v in data.items() if k not in extra_cls}
+        names_all = names + sorted(extra_cls)
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"[{prefix}]" if prefix else "the top level"
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(names)}")
+        valid = names_all if cls is RunConfig else names
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(valid)}")
     kwargs = {k: _coerce(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in data.items()}
+    if cls is RunConfig:
+        kwargs["extra"] = extra
     return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for TOML/JSON output and fingerprints."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    """Plain nested dict (tuples as lists) for TOML/JSON output and fingerprints; registered steps' sections
+    (RunConfig.extra) are top-level sections like the others."""
+    out = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name != "extra"}
+    return out | {k: _plain(v) for k, v in getattr(cfg, "extra", {}).items()} if isinstance(cfg, RunConfig) else out
 
 
 def _plain(v: Any) -> Any:

@@ -24,7 +24,8 @@ from ray_jobs.io.formats import FileUnit, parse_file
 from ray_jobs.io.readers import discover, hf_tables
 from ray_jobs.exports import export
 from ray_jobs.planner import run_pipeline
-from ray_jobs.rundir import RunDir, run_stats
+from ray_jobs.rundir import RunDir
+from ray_jobs.rundir.stats import run_stats
 from ray_jobs.steps.split.ops import target_counts
 from ray_jobs.steps.clean.quality import REASONS
 

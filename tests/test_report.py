@@ -19,7 +19,9 @@ import pytest
 from ray_jobs.report.checks import FAIL, PASS, SKIP, WARN, run_checks
 from ray_jobs.report.html import write_report
 from ray_jobs.report.scan import LENGTH_EDGES, SPOT_CHECK_ROWS, Histogram, gather, label_column
-from ray_jobs.rundir import RunDir, write_manifest, write_stats
+from ray_jobs.rundir import RunDir
+from ray_jobs.rundir.manifest import write_manifest
+from ray_jobs.rundir.stats import write_stats
 from ray_jobs.steps.clean.quality import REASONS
 
 LABELS = ("ham", "spam", "book")

@@ -26,7 +26,9 @@ from ray_jobs.ingest.manifest import FILE, MODALITIES, MODALITY, coco_manifest, 
 from ray_jobs.ingest.pdf import PdfStage
 from ray_jobs.ingest.shards import asset_rows, webdataset_samples
 from ray_jobs.report.html import write_report
-from ray_jobs.rundir import INGEST, RunDir, atomic_dir, partition_counts, write_atomic, write_manifest
+from ray_jobs.rundir import INGEST, RunDir, atomic_dir, write_atomic
+from ray_jobs.rundir.manifest import write_manifest
+from ray_jobs.rundir.stats import partition_counts
 
 
 def manifest_table(path: str, cfg: RunConfig) -> pa.Table:

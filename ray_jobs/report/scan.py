@@ -20,10 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ray_jobs import schema
-from ray_jobs.rundir import (
-    INGEST, MANIFEST, RunDir, config_fingerprint, file_entries, final_dirs, final_stage, ingest_kept_dirs,
-    partition_counts, run_stats,
-)
+from ray_jobs.rundir import INGEST, MANIFEST, RunDir
+from ray_jobs.rundir.manifest import config_fingerprint, file_entries, final_dirs, final_stage, ingest_kept_dirs
+from ray_jobs.rundir.stats import partition_counts, run_stats
 from ray_jobs.steps.split.ops import split_hashes
 from ray_jobs.steps.clean.normalize import NormalizeConfig, normalize_text
 

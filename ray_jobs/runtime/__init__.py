@@ -22,6 +22,8 @@ from ray_jobs.config import InputConfig, RayConfig
 from ray_jobs.rundir import atomic_dir
 from ray_jobs.steps.base import Stage
 
+Dataset = ray.data.Dataset  # for annotations elsewhere: only this package imports Ray
+
 
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig) -> Iterator[None]:
@@ -208,10 +210,15 @@ def one_block(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.repartition(1)
 
 
-def read_parquet(path: str | Path) -> ray.data.Dataset:
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data.Dataset:
     """A Parquet file or folder (hive `col=value` folders become columns; `_`/`.` folders and non-Parquet files,
-    such as an index's `_meta.json`, are skipped)."""
-    return ray.data.read_parquet(str(path), file_extensions=["parquet"])
+    such as an index's `_meta.json`, are skipped); `columns`: only these are read (Parquet is columnar: the
+    text of a folder is not read when it is not asked for). A folder with no rows is an empty dataset."""
+    p = Path(path)
+    if p.is_dir() and not any(f for f in p.rglob("*.parquet")
+                              if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)):
+        return ray.data.from_items([])
+    return ray.data.read_parquet(str(path), file_extensions=["parquet"], columns=columns)
 
 
 def from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

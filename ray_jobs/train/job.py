@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from ray_jobs import runtime, schema
 from ray_jobs.config import RunConfig, to_dict
 from ray_jobs.planner import run_pipeline
-from ray_jobs.rundir import STAGES, RunDir
+from ray_jobs.rundir import RunDir
 from ray_jobs.steps.pack.ops import INPUT_IDS
 from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
 from ray_jobs.train.data import is_packed, sort_by_length
@@ -34,7 +34,7 @@ def token_data(cfg: RunConfig) -> Path:
         root = Path(cfg.train.data)
     else:
         last = "pack" if cfg.pack.enabled else "tokenize"
-        run_pipeline(cfg, stages=STAGES[:STAGES.index(last) + 1])
+        run_pipeline(cfg)
         root = RunDir(cfg.output.dir).stage_dir(last)
     part = root / f"{schema.SPLIT}={cfg.train.split}"
     if part.is_dir():

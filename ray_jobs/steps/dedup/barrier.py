@@ -28,20 +28,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray.data
 from rensa import RMinHash
 
 from ray_jobs import runtime, schema
+from ray_jobs.runtime import Dataset
+from ray_jobs.steps.base import Stage
 from ray_jobs.config import InputConfig, RunConfig
 from ray_jobs.steps.dedup.config import DedupConfig, NearDedupConfig
 from ray_jobs.steps.dedup.components import (
     CLUSTER, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
     star_labels, union_find_labels,
 )
-from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id
-from ray_jobs.steps.leakage.ops import EVAL, cross_split_pairs, leak_docs, mark_leaked, unique_pairs
+from ray_jobs.steps.dedup.exact import (
+    BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id, with_bucket,
+)
 from ray_jobs.steps.dedup.lsh import (
-    ID_COLUMNS, NODE, OLD, PART, RANK, SignatureStage, bucket_edges, explode_bands,
+    HASH, ID_COLUMNS, KEYS, NODE, OLD, PART, RANK, SIG, SignatureStage, bucket_edges, explode_bands,
 )
 
 log = logging.getLogger("ray_jobs")
@@ -56,15 +58,65 @@ DOCS_PER_BLOCK = 100_000
 INDEX_FORMAT = 3  # 2: rows carry the exact text hash (`_hash`); 3: signatures permuted by rensa
 
 
-def build(ds: ray.data.Dataset, cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
-    """The dedup stage's rows (partitioned by status) and its extra tables (`_clusters`, `_index`, ...)."""
-    if cfg.near.enabled:
-        return near_dedup(runtime.map_tables(ds, _initial, batch_size=None), cfg, batch_size)
-    if not cfg.exact:
+def build(cfg: RunConfig, ds: Dataset, read_input=None) -> tuple[Dataset, dict]:
+    """`ray-jobs dedup` on full rows: the rows partitioned by status, and the side tables (`_clusters`, `_index`,
+    ...). The rows are read twice: into signatures, then marked (text never kept in the object store)."""
+    dc = cfg.dedup
+    if dc.near.enabled:
+        return near_dedup(runtime.map_tables(ds, _initial, batch_size=None), dc)
+    if not dc.exact:
         return runtime.map_tables(ds, _initial, batch_size=None), {}
-    hashed = runtime.apply(runtime.map_tables(ds, _initial, batch_size=None), ExactHashStage(cfg),
-                          batch_size=batch_size)
-    return runtime.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=cfg.num_buckets), {}
+    hashed = runtime.apply(runtime.map_tables(ds, _initial, batch_size=None), ExactHashStage(dc),
+                           batch_size=cfg.ray.batch_size)
+    return runtime.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+
+
+def decide(cfg: RunConfig, compact: Dataset, read_input=None) -> tuple[Dataset, dict]:
+    """In a plan: the same decisions over compact rows (id, the signature digest, key columns) that the text pass
+    before wrote next to the text; the rows marked are these compact rows, never the text."""
+    dc = cfg.dedup
+    rows = runtime.map_tables(compact, _initial, batch_size=None)
+    if dc.near.enabled:
+        keep_sig = dc.near.verify == "signature"  # the digest carries _sig for leakage too: not for our edges
+        docs = runtime.map_tables(compact, lambda t: _compact_docs(t, keep_sig), batch_size=None)
+        return near_dedup(rows, dc, docs)
+    if not dc.exact:
+        return rows, {}
+    bucketed = runtime.map_tables(rows, lambda t: with_bucket(t, dc.num_buckets), batch_size=None)
+    return runtime.map_groups(bucketed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+
+
+def _compact_docs(table: pa.Table, keep_sig: bool) -> pa.Table:
+    cols = [schema.ID, NODE, HASH, RANK, KEYS] + ([SIG] if keep_sig else [])
+    return table.select(cols).append_column(OLD, pa.array(np.zeros(len(table), dtype=bool)))
+
+
+class MinHashDigest(Stage):
+    """The text pass's part of dedup and leakage: signature columns (_node, _hash, _rank, _keys, and _sig when
+    leakage or signature verification needs it) appended to the kept rows, null on the others. ~100 bytes per
+    document (~600 with _sig) next to kilobytes of text; the global steps read only these columns back."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        sig = cfg.leakage.enabled or cfg.dedup.near.verify == "signature"
+        self.stage = SignatureStage(dataclasses.replace(cfg.dedup.near, verify="signature" if sig else "none"),
+                                    cfg.dedup.lowercase)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        kept = pc.equal(table[schema.STATUS], schema.KEPT) if schema.STATUS in table.column_names else None
+        idx = pa.array(np.flatnonzero(kept.to_numpy(zero_copy_only=False)) if kept is not None
+                       else np.arange(len(table)))
+        docs = self.stage(table.take(idx)).drop_columns([schema.ID, OLD])
+        pos = np.full(len(table), -1, np.int64)
+        pos[idx.to_numpy()] = np.arange(len(idx))
+        take = pa.array(pos, mask=pos < 0)
+        for name in docs.column_names:
+            table = table.append_column(name, docs[name].take(take))
+        return table
+
+
+def digest_columns(cfg: RunConfig) -> tuple[str, ...]:
+    sig = cfg.leakage.enabled or cfg.dedup.near.verify == "signature"
+    return (NODE, HASH, RANK, KEYS) + ((SIG,) if sig else ())
 
 
 def _initial(table: pa.Table) -> pa.Table:
@@ -79,19 +131,20 @@ def _only_kept(table: pa.Table) -> pa.Table:
     return table.filter(pc.equal(table[schema.STATUS], schema.KEPT))
 
 
-def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) -> tuple[ray.data.Dataset, dict]:
-    """`rows` is lazy and runs twice: once into signatures, once into the marked rows that are written. Reading
-    the input twice is cheaper than keeping the text in the object store between the passes (400 MB: 77 s with
-    the rows materialised, the text put in and read out of the store three times)."""
+def near_dedup(rows: Dataset, dedup_cfg: DedupConfig, docs: Dataset | None = None) -> tuple[Dataset, dict]:
+    """`rows` is lazy and runs twice: once into signatures (unless `docs` gives them), once into the marked rows
+    that are written. Reading the input twice is cheaper than keeping the text in the object store between the
+    passes (400 MB: 77 s with the rows materialised, the text put in and read out of the store three times)."""
     cfg = dedup_cfg.near
 
-    def parts(ds: ray.data.Dataset) -> int:
+    def parts(ds: Dataset) -> int:
         return runtime.partitions(ds, dedup_cfg.partition_mb, dedup_cfg.num_buckets)
 
-    kept = runtime.map_tables(rows, _only_kept, batch_size=None)
-    # whole blocks (batch_size None): Ray fuses the stage into the read task, so only signatures leave it
-    docs = runtime.materialize(runtime.rebatch(
-        runtime.apply(kept, SignatureStage(cfg, dedup_cfg.lowercase), batch_size=None), DOCS_PER_BLOCK))
+    if docs is None:
+        kept = runtime.map_tables(rows, _only_kept, batch_size=None)
+        # whole blocks (batch_size None): Ray fuses the stage into the read task, so only signatures leave it
+        docs = runtime.apply(kept, SignatureStage(cfg, dedup_cfg.lowercase), batch_size=None)
+    docs = runtime.materialize(runtime.rebatch(docs, DOCS_PER_BLOCK))
     mark = _marker(dedup_cfg.exact)
     extras: dict = {INDEX: docs.drop_columns([RANK, OLD]), f"{INDEX}/{INDEX_META}": json.dumps(index_meta(cfg))}
     graph_docs = runtime.union(docs, *[read_index(p, cfg) for p in cfg.index_from])
@@ -119,7 +172,7 @@ def near_dedup(rows: ray.data.Dataset, dedup_cfg: DedupConfig, batch_size: int) 
         extras[CLUSTERS] = runtime.map_with_side_table(
             doc_ids, new, lambda side: (lambda t: clusters_table(_looked_up(side, mark)(t))))
     else:  # a hash join: rows and cluster members shuffled by id
-        def joined(ds: ray.data.Dataset) -> ray.data.Dataset:
+        def joined(ds: Dataset) -> Dataset:
             return runtime.map_tables(runtime.join(ds, new, "left_outer", on=schema.ID,
                                                  num_partitions=dedup_cfg.num_buckets), mark, batch_size=None)
 
@@ -145,7 +198,7 @@ def _looked_up(side: pa.Table, mark: Callable[[pa.Table], pa.Table]) -> Callable
 
 
 
-def components(edges: ray.data.Dataset, n_edges: int, cfg: NearDedupConfig, parts: int) -> ray.data.Dataset:
+def components(edges: Dataset, n_edges: int, cfg: NearDedupConfig, parts: int) -> Dataset:
     """(node, label, _part of the label) for every node of the candidate graph."""
     if n_edges <= cfg.cc_fast_path_max_edges:
         log.info("near dedup: %d candidate edges, connected components on one worker", n_edges)
@@ -210,7 +263,7 @@ def index_meta(cfg: NearDedupConfig) -> dict:
             "rensa_algorithm": RMinHash.ALGORITHM_VERSION}
 
 
-def read_index(path: str, cfg: NearDedupConfig) -> ray.data.Dataset:
+def read_index(path: str, cfg: NearDedupConfig) -> Dataset:
     """A saved index, its documents marked old (they win their clusters and are never re-marked)."""
     p = Path(path)
     if (p / INDEX).is_dir():  # the run's dedup folder was given
@@ -232,42 +285,3 @@ def read_index(path: str, cfg: NearDedupConfig) -> ray.data.Dataset:
 def _as_old(table: pa.Table) -> pa.Table:
     return table.append_column(RANK, pa.array(np.zeros(len(table)))).append_column(
         OLD, pa.array(np.ones(len(table), dtype=bool)))
-
-
-def leakage(rows: ray.data.Dataset, cfg: RunConfig,
-            read_input: Callable[[InputConfig], ray.data.Dataset]) -> tuple[ray.data.Dataset, dict]:
-    """Near-duplicate pairs across splits and against cfg.leakage.eval_paths; leaked train rows marked.
-
-    The pairs are few (dedup ran before the split), so they are gathered into one task, and the leaked train ids
-    go to the marking tasks as a side table: ~6 MB for 100k leaked documents."""
-    if schema.SPLIT not in rows.columns():
-        raise ValueError("the leakage check needs a `split` column (train/val/test); run it on a split stage's "
-                         "output (RUN/split) or an input that has one")
-    near = cfg.dedup.near
-    # like near dedup: `rows` is read twice (signatures, then marking fused with the write), text never stored
-    docs = [runtime.map_tables(rows, leak_docs(near), batch_size=None)]
-    for path in cfg.leakage.eval_paths:
-        evals = read_input(dataclasses.replace(cfg.input, paths=(path,), format="auto"))
-        docs.append(runtime.map_tables(evals, leak_docs(near, split=EVAL), batch_size=None))
-    docs = runtime.materialize(runtime.union(*docs))
-    parts = runtime.partitions(docs, cfg.dedup.partition_mb, cfg.dedup.num_buckets)
-    bands = runtime.map_tables(docs, explode_bands(parts, carry=(schema.ID, schema.SPLIT)), batch_size=None)
-    pairs = runtime.map_groups(bands, PART, cross_split_pairs(near.threshold), num_partitions=parts)
-    pairs = runtime.materialize(runtime.map_tables(runtime.one_block(pairs), unique_pairs, batch_size=None))
-    drop = cfg.leakage.drop_train
-    leaked = runtime.materialize(runtime.map_tables(pairs, lambda t: _leaked_train(t, drop), batch_size=None))
-    log.info("leakage: %d cross-split pairs, %d train rows dropped", runtime.count(pairs), runtime.count(leaked))
-    marked = runtime.map_with_side_table(rows, leaked, _leaked_marker)
-    return marked, {"_pairs": pairs}
-
-
-def _leaked_train(pairs: pa.Table, drop: bool) -> pa.Table:
-    """Distinct train ids paired with a val, test or eval row (none when only reporting)."""
-    bad = pc.and_(pc.equal(pairs["split"], "train"), pc.not_equal(pairs["other_split"], "train"))
-    ids = pc.unique(pc.filter(pairs["id"], bad)) if drop else pa.array([], pa.string())
-    return pa.table({schema.ID: pa.array(ids, pa.string())})
-
-
-def _leaked_marker(side: pa.Table) -> Callable[[pa.Table], pa.Table]:
-    ids = side[schema.ID].combine_chunks() if len(side) else pa.array([], pa.string())
-    return lambda table: mark_leaked(table, ids)

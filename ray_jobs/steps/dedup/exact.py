@@ -40,8 +40,13 @@ class ExactHashStage(Stage):
 
     def __call__(self, table: pa.Table) -> pa.Table:
         hashes = text_hashes(table[schema.TEXT], self.cfg.lowercase)
-        buckets = (hashes % np.uint64(self.cfg.num_buckets)).astype(np.int32)
-        return table.append_column(HASH, pa.array(hashes)).append_column(BUCKET, pa.array(buckets))
+        return with_bucket(table.append_column(HASH, pa.array(hashes)), self.cfg.num_buckets)
+
+
+def with_bucket(table: pa.Table, num_buckets: int) -> pa.Table:
+    """`_bucket` = `_hash` mod num_buckets: the shuffle key that brings equal texts to one call."""
+    buckets = (table[HASH].to_numpy() % np.uint64(num_buckets)).astype(np.int32)
+    return table.append_column(BUCKET, pa.array(buckets))
 
 
 def keep_lowest_id(table: pa.Table) -> pa.Table:

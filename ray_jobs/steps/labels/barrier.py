@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray.data
 
 from ray_jobs import runtime, schema
+from ray_jobs.runtime import Dataset
 from ray_jobs.config import LabelsConfig, RunConfig
 from ray_jobs.steps.labels import detect
 from ray_jobs.steps.labels.model import (
@@ -42,7 +42,7 @@ ISSUES, SUMMARY = "_issues", "_summary.json"
 MAX_MODEL_BYTES = 2 << 30  # the K models travel to every prediction task
 
 
-def build(ds: ray.data.Dataset, cfg: RunConfig) -> tuple[ray.data.Dataset, dict]:
+def build(cfg: RunConfig, ds: Dataset, read_input=None) -> tuple[Dataset, dict]:
     lc = cfg.labels
     ds = runtime.map_tables(ds, _with_status(lc), batch_size=None)
     classes = _classes(ds, lc)
@@ -85,7 +85,7 @@ def _with_status(lc: LabelsConfig):
     return fn
 
 
-def _classes(ds: ray.data.Dataset, lc: LabelsConfig) -> pa.Array:
+def _classes(ds: Dataset, lc: LabelsConfig) -> pa.Array:
     """The label values of kept rows, sorted (class i = the i-th): one pass over one column."""
     def counts(table: pa.Table) -> pa.Table:
         kept = table.filter(pc.equal(table[schema.STATUS], schema.KEPT))
@@ -107,7 +107,7 @@ def _classes(ds: ray.data.Dataset, lc: LabelsConfig) -> pa.Array:
     return pa.array(sorted(total))
 
 
-def _out_of_fold(ds: ray.data.Dataset, cfg: RunConfig, classes: pa.Array) -> tuple[ray.data.Dataset, dict]:
+def _out_of_fold(ds: Dataset, cfg: RunConfig, classes: pa.Array) -> tuple[Dataset, dict]:
     lc = cfg.labels
     model_bytes = lc.folds * len(classes) * num_features(lc) * 8
     if model_bytes > MAX_MODEL_BYTES:
@@ -135,7 +135,7 @@ def _list_column(probs: np.ndarray, valid: np.ndarray | None = None) -> pa.Array
     return pa.ListArray.from_arrays(offsets, pa.array(probs.astype(np.float32).ravel()), mask=mask)
 
 
-def _external_probs(ds: ray.data.Dataset, lc: LabelsConfig, n_classes: int) -> ray.data.Dataset:
+def _external_probs(ds: Dataset, lc: LabelsConfig, n_classes: int) -> Dataset:
     """Probabilities given by the user: a list column of the rows, or a .npy + the row ids in its order."""
     def checked(table: pa.Table) -> pa.Table:
         probs = table[PROBS]
@@ -213,7 +213,7 @@ def _arrays(table: pa.Table, n_classes: int) -> tuple[np.ndarray, np.ndarray, np
     return y, probs, split_hashes(table[schema.ID], 0)
 
 
-def _per_batch(ds: ray.data.Dataset, n_classes: int, fn) -> list[pa.Table]:
+def _per_batch(ds: Dataset, n_classes: int, fn) -> list[pa.Table]:
     """fn(y, probs, tie) -> a small Arrow table, on each block in a task; the tables come to the driver."""
     def task(table: pa.Table) -> pa.Table:
         return fn(*_arrays(table, n_classes))
@@ -267,7 +267,7 @@ def _marker(lc: LabelsConfig, classes: pa.Array, t: np.ndarray, cut: detect.Cuto
     return fn
 
 
-def _ranks(marked: ray.data.Dataset) -> pa.Table:
+def _ranks(marked: Dataset) -> pa.Table:
     """Rank 1 = the most suspect: suspects sorted by quality, then id. Only the suspects reach the driver."""
     def keys(table: pa.Table) -> pa.Table:
         return table.filter(table[ISSUE]).select([schema.ID, QUALITY])
@@ -302,7 +302,7 @@ def _issue_rows(lc: LabelsConfig):
 
 
 def _summary(lc: LabelsConfig, classes: pa.Array, label_counts: np.ndarray, t: np.ndarray, cal: np.ndarray,
-             issues: int, model_note: dict, marked: ray.data.Dataset) -> dict:
+             issues: int, model_note: dict, marked: Dataset) -> dict:
     """What the run decided with: every number here is recomputable from the rows' pred_probs and labels."""
     def agree(table: pa.Table) -> pa.Table:
         ok = pc.is_valid(table[PRED])

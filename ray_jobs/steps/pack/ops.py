@@ -26,6 +26,10 @@ import pyarrow as pa
 from ray_jobs.steps.tokenize.chat import IGNORE
 
 INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS, CU_SEQLENS = "input_ids", "labels", "position_ids", "seq_lens", "cu_seqlens"
+# Provenance of each piece in a row, aligned with seq_lens: the document's id, where the piece starts in it (0 = its
+# first piece) and the document's full token count. They make the row traceable to its documents, and let the
+# stats count documents (pieces at offset 0) and tokens in (their doc_lens) from the packed rows alone.
+DOC_IDS, DOC_OFFSETS, DOC_LENS = "doc_ids", "doc_offsets", "doc_lens"
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,9 @@ def best_fit_decreasing(sizes: np.ndarray, capacity: int) -> tuple[np.ndarray, n
 
 
 def pack(ids: pa.ListArray, labels: pa.ListArray, seq_len: int, pad_id: int,
-         overflow: str = "split") -> tuple[pa.Table, PackStats]:
-    """Documents (list<int32> input ids and labels) -> packed rows of exactly seq_len tokens."""
+         overflow: str = "split", doc_ids: pa.Array | None = None) -> tuple[pa.Table, PackStats]:
+    """Documents (list<int32> input ids and labels) -> packed rows of exactly seq_len tokens; with `doc_ids`,
+    the rows also say which document each piece is from (DOC_IDS, DOC_OFFSETS, DOC_LENS)."""
     lengths = np.diff(ids.offsets.to_numpy()).astype(np.int64)
     base = ids.offsets.to_numpy()[:-1].astype(np.int64) - ids.offsets[0].as_py()
     flat_ids = ids.flatten().to_numpy(zero_copy_only=False)
@@ -120,6 +125,12 @@ def pack(ids: pa.ListArray, labels: pa.ListArray, seq_len: int, pad_id: int,
         SEQ_LENS: seq_lens,
         CU_SEQLENS: cu_seqlens,
     })
+    if doc_ids is not None:
+        offsets = pa.array(row_start.astype(np.int32))
+        piece_doc = pa.array(doc[by_row])
+        table = (table.append_column(DOC_IDS, pa.ListArray.from_arrays(offsets, doc_ids.take(piece_doc)))
+                 .append_column(DOC_OFFSETS, pa.ListArray.from_arrays(offsets, pa.array(start[by_row].astype(np.int32))))
+                 .append_column(DOC_LENS, pa.ListArray.from_arrays(offsets, pa.array(lengths[doc[by_row]].astype(np.int32)))))
     return table, PackStats(rows=rows, documents=len(np.unique(doc)), tokens=total,
                             padding=rows * seq_len - total, cropped=cropped)
 
@@ -137,13 +148,15 @@ def pack_split_rows(seq_len: int, pad_id: int, overflow: str):
         for split in pc.unique(table["split"]).to_pylist():
             part = table.filter(pc.equal(table["split"], split))
             packed, _ = pack(part[INPUT_IDS].combine_chunks(), part[LABELS].combine_chunks(), seq_len, pad_id,
-                             overflow)
+                             overflow, part["id"].combine_chunks() if "id" in part.column_names else None)
             outs.append(packed.append_column("split", pa.array([split] * packed.num_rows, pa.string())))
         if not outs:
             empty = pa.array([], pa.list_(pa.int32(), seq_len))
             ragged = pa.array([], pa.list_(pa.int32()))
-            return pa.table({INPUT_IDS: empty, LABELS: empty, POSITION_IDS: empty, SEQ_LENS: ragged,
-                             CU_SEQLENS: ragged, "split": pa.array([], pa.string())})
+            cols = {INPUT_IDS: empty, LABELS: empty, POSITION_IDS: empty, SEQ_LENS: ragged, CU_SEQLENS: ragged}
+            if "id" in table.column_names:
+                cols |= {DOC_IDS: pa.array([], pa.list_(pa.string())), DOC_OFFSETS: ragged, DOC_LENS: ragged}
+            return pa.table(cols | {"split": pa.array([], pa.string())})
         return pa.concat_tables(outs)
 
     return fn

@@ -1,0 +1,34 @@
+"""The dedup step: exact and MinHash-LSH near duplicates in one graph, connected components, one row kept per
+cluster (steps/dedup/barrier.py)."""
+
+from __future__ import annotations
+
+from ray_jobs.steps.dedup import barrier
+from ray_jobs.steps.dedup.exact import DUPLICATE_OF, EXACT_DUPLICATE
+from ray_jobs.steps.registry import GLOBAL, Digest, Step
+
+# dedup and leakage share it: one set of signatures per document, computed in the text pass before them
+MINHASH = Digest("minhash", barrier.MinHashDigest, barrier.digest_columns)
+
+
+def _stats(run, out: dict) -> dict:
+    from ray_jobs.rundir.stats import cluster_histogram
+
+    sizes = run.stage_dir("dedup") / barrier.CLUSTER_SIZES
+    if sizes.is_dir():
+        out["cluster_sizes"] = cluster_histogram(sizes, out["rows_out"] + out["dropped"].get(barrier.NEAR_DUPLICATE, 0))
+    return out
+
+
+def _check(data):
+    from ray_jobs.report.checks import deduplicated
+
+    return deduplicated(data.config, data.stats_now["stages"].get("dedup"), data.final_stage is not None)
+
+
+STEP = Step(
+    name="dedup", section="dedup", kind=GLOBAL,
+    doc="exact and MinHash-LSH near duplicates, connected components, one row kept per cluster",
+    adds=(DUPLICATE_OF, barrier.CLUSTER_ID), drops=(EXACT_DUPLICATE, barrier.NEAR_DUPLICATE),
+    digest=MINHASH, decide=barrier.decide, build=barrier.build, stats=_stats, check=_check,
+)
