@@ -5,6 +5,8 @@ vocab.json + merges.txt, on the same texts and the same core, with an id-for-id 
     .venv/bin/pip install tiktoken fastokens tokie          # measurement only; missing ones are skipped
     .venv/bin/python benchmarks/tokenize_floor.py                       # 20 MB timing x3 + 100 MB check
     .venv/bin/python benchmarks/tokenize_floor.py --time-mb 5 --reps 1 --check-mb 10   # quick
+    .venv/bin/python benchmarks/tokenize_floor.py --no-check --time-mb 2 --time-sample-mb 1   # timing only
+    .venv/bin/python benchmarks/tokenize_floor.py --probes --no-time ...   # + vocab/Unicode probes (slow: minutes)
 
 What is measured. Texts: the `text` column of --corpus (Parquet from make_dedup_corpus.py: real books) followed by
 the texts of --sample (shards/sample/parquet: multilingual, e-mails). Timing uses a fixed slice: the first
@@ -170,6 +172,8 @@ class TiktokenBPE:
                 lo = (b - 0xF0) << 18
                 chars.append(f"{re.escape(chr(max(lo, 0x10000)))}-{re.escape(chr(min(lo + 0x3FFFF, 0x10FFFF)))}")
             # 0xC0, 0xC1, 0xF5-0xFF never occur in UTF-8; 0x80-0xBF continuation bytes always have tokens here
+        # code points classed differently by HF (onig, Rust std) and tiktoken (regex tables); found with a probe
+        chars += [f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ((0x11DE0, 0x11DE9), (0x16FF4, 0x16FF6))]
         self.risky = re.compile("[" + "".join(chars) + "]") if chars else None
         self.fallback = fallback
 
@@ -241,13 +245,15 @@ def main() -> None:
     ap.add_argument("--sample", type=Path, default=REPO / "shards/sample/parquet")
     ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOK)
     ap.add_argument("--time-mb", type=float, default=20.0, help="timing slice: corpus MB (+ all sample texts)")
+    ap.add_argument("--time-sample-mb", type=float, default=0.0, help="timing slice: sample MB (0 = all)")
     ap.add_argument("--check-mb", type=float, default=0.0, help="equality check: corpus MB (0 = all) + sample")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch-sizes", default="64,256,1024,4096")
     ap.add_argument("--alt-batch", type=int, default=1024, help="batch size of the other implementations")
     ap.add_argument("--cpu", type=int, default=None, help="the CPU of '1 core' rows (default: the last)")
     ap.add_argument("--impls", default="hf,tiktoken,tiktoken+fb,fastokens,tokie")
-    ap.add_argument("--no-probes", action="store_true")
+    ap.add_argument("--probes", action="store_true", help="also check the vocab and Unicode probes (slow)")
+    ap.add_argument("--no-time", action="store_true")
     ap.add_argument("--no-check", action="store_true")
     args = ap.parse_args()
 
@@ -278,8 +284,9 @@ def main() -> None:
             print("tiktoken: not installed, skipped")
     if "fastokens" in impls:
         try:
-            import fastokens
             from importlib.metadata import version
+
+            import fastokens
             vers["fastokens"] = version("fastokens")
             os.environ["FASTOKENS_BPE_THREADS"] = "1"
             f1 = fastokens.Tokenizer.from_file(str(tmp / "tokenizer.json"))
@@ -291,8 +298,9 @@ def main() -> None:
             print("fastokens: not installed, skipped")
     if "tokie" in impls:
         try:
-            import tokie
             from importlib.metadata import version
+
+            import tokie
             vers["tokie"] = version("tokie")
             tk = tokie.Tokenizer.from_json(str(tmp / "tokenizer.json"))
             alts["tokie"] = {"1 core": tokie_runner(tk, args.alt_batch, False),
@@ -306,10 +314,10 @@ def main() -> None:
         corpus = read_texts(args.corpus, int(args.check_mb * 1e6))
         sample = read_texts(args.sample)
         sets = {"corpus": corpus, "sample": sample}
-        if not args.no_probes:
+        if args.probes:
             sets["probes"] = probe_texts(tok)
         print(f"check: corpus {len(corpus)} docs {nbytes(corpus) / 1e6:.1f} MB, sample {len(sample)} docs "
-              f"{nbytes(sample) / 1e6:.1f} MB" + ("" if args.no_probes else f", probes {len(sets['probes'])} texts"))
+              f"{nbytes(sample) / 1e6:.1f} MB" + ("" if not args.probes else f", probes {len(sets['probes'])} texts"))
         set_affinity(all_cpus)
         first: dict[str, str] = {}
         bad = {n: {} for n in alts}
@@ -317,9 +325,8 @@ def main() -> None:
             t0 = time.perf_counter()
             ref = hf_runner(tok, "encode_batch_fast", 1024, True)(texts)
             print(f"  {sname}: HF reference {time.perf_counter() - t0:.1f} s")
-            if "encode_batch" not in first:  # encode_batch gives the same ids as encode_batch_fast
-                bad.setdefault("hf encode_batch", {})[sname] = compare(
-                    "hf encode_batch", hf_runner(tok, "encode_batch", 1024, True)(texts), ref, texts, tok, first)
+            bad.setdefault("hf encode_batch", {})[sname] = compare(
+                "hf encode_batch", hf_runner(tok, "encode_batch", 1024, True)(texts), ref, texts, tok, first)
             for n, runs in alts.items():
                 t0 = time.perf_counter()
                 bad[n][sname] = compare(n, runs["2 threads"](texts), ref, texts, tok, first)
@@ -335,7 +342,9 @@ def main() -> None:
         gc.collect()
 
     # ---- timing
-    texts = read_texts(args.corpus, int(args.time_mb * 1e6)) + read_texts(args.sample)
+    if args.no_time:
+        return
+    texts = read_texts(args.corpus, int(args.time_mb * 1e6)) + read_texts(args.sample, int(args.time_sample_mb * 1e6))
     nb = nbytes(texts)
     print(f"timing: {len(texts)} docs, {nb / 1e6:.1f} MB, {args.reps} reps interleaved; 1 core = CPU {sorted(one)}")
     configs = []

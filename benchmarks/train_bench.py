@@ -75,7 +75,14 @@ def child(args: argparse.Namespace, overrides: dict) -> dict:
 
     from ray_jobs.config import ModelConfig, TrainConfig
     from ray_jobs.train.loop import optimizer_step
-    from ray_jobs.train.model import attention_impl, build_model, build_optimizer, flops_per_token, lr_lambda, peak_flops
+    from ray_jobs.train.model import (
+        attention_impl,
+        build_model,
+        build_optimizer,
+        flops_per_token,
+        lr_lambda,
+        peak_flops,
+    )
 
     cuda = args.gpu
     device = torch.device("cuda" if cuda else "cpu")

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 from ray_jobs.config import load_config
-from ray_jobs.rundir import RunDir
-from ray_jobs.steps import registry
-from ray_jobs.rundir.stats import run_stats
 from ray_jobs.report.summary import cluster_members, format_cluster, format_rows, format_summary, sample_rows
+from ray_jobs.rundir import RunDir
+from ray_jobs.rundir.stats import run_stats
+from ray_jobs.steps import registry
 
 DEFAULT_JOB_API = "http://127.0.0.1:8265"  # the dashboard's job API, on loopback (cluster/local_cluster.py)
 

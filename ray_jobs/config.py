@@ -26,7 +26,7 @@ from ray_jobs.steps.labels.config import LabelsConfig
 from ray_jobs.steps.leakage.config import LeakageConfig
 from ray_jobs.steps.pack.config import PackConfig
 from ray_jobs.steps.split.config import SplitConfig
-from ray_jobs.steps.tokenize.config import DEFAULT_TOKENIZER, TokenizeConfig
+from ray_jobs.steps.tokenize.config import TokenizeConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -182,7 +182,7 @@ class OutputConfig:
     # kept rows whole, at the cost of one more copy of the corpus on disk (and, for a global step, one more read
     # of the text). output.export implies "split", pack.exports "bin" implies "tokenize".
     keep: tuple[str, ...] = ()
-    # report.html scans at most this many MB of the final text (a seeded sample of files beyond it); its other
+    # report.html scans at most this many MB of the final text (a seeded sample of row groups beyond it); its other
     # figures come from stats.json and the column footers. 0 = scan everything.
     report_scan_mb: int = 256
 

@@ -226,9 +226,11 @@ class Source:
     artifact_dir: Path | None = None  # kept decisions of the last compact phase
     fp: str = ""  # the fingerprint chain so far
 
-    def read(self, digest_cols: tuple[str, ...] = ()) -> Dataset:
+    def read(self, digest_cols: tuple[str, ...] = (), tokens: bool = False) -> Dataset:
+        """`tokens`: the input is token rows (pack alone), read as the Parquet it is: there is no text for the
+        corpus readers to check."""
         if self.input_cfg is not None:
-            return read_input(self.input_cfg)
+            return runtime.read_parquet(self.input_cfg.paths[0]) if tokens else read_input(self.input_cfg)
         files = sorted(self.text_dir.rglob("*.parquet"))
         names = pq.read_schema(files[0]).names if files else None
         cols = [c for c in names if c not in digest_cols] if names else None
@@ -239,9 +241,11 @@ class Source:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, run: RunDir, force: bool) -> None:
+    def __init__(self, cfg: RunConfig, run: RunDir, force: bool, consume=None) -> None:
         self.cfg, self.run, self.force = cfg, run, force
         self.pass_no = 0
+        self.last_pass = False
+        self.consume = consume  # (rows of the last pass) -> True when it read them to the end
         self.all_digest_cols: tuple[str, ...] = tuple(dict.fromkeys(
             c for s in registry.steps() if s.digest is not None for c in s.digest.columns(cfg)))
 
@@ -273,18 +277,25 @@ class Runner:
         done, fps = self.skip(p.steps, src.fp)
         last = p.steps[-1]
         out_dir = self.run.stage_dir(last.name)
+        if done and self.consume is not None and self.last_pass:
+            self.consume(runtime.read_parquet(out_dir))  # a finished folder: read as it is
         if not done:
-            self._run_text(p, src)
+            if not self._run_text(p, src):
+                return Source(fp=fps[-1])  # streamed to a consumer that stopped early: not finished
             for s, f in zip(p.steps, fps):
                 self.run.mark_done(s.name, f, ROWS if s is last or self.keep(s) else DROPS, self.pass_no)
         return Source(text_dir=self.run.kept_path(last.name) if last.carries_text else None, fp=fps[-1])
 
-    def _run_text(self, p: Pass, src: Source) -> None:
+    def _run_text(self, p: Pass, src: Source) -> bool:
+        """Run the pass; True when its folders are complete."""
         cfg = self.cfg
         spill_dir = self.run.root / f".pass{self.pass_no}.spill-{uuid.uuid4().hex[:8]}"
         last = p.steps[-1]
+        stream = self.consume is not None and self.last_pass
+        # streamed: the last step's rows are written as they pass (like output.keep) and go on to the consumer
         steps = [(s.name, s.ops(cfg) + ([_Keep(str(spill_dir / s.name), s.partition)]
-                                        if s is not last and self.keep(s) else [])) for s in p.steps]
+                                        if (s is not last and self.keep(s)) or (s is last and stream) else []))
+                 for s in p.steps]
         digests = [d.op(cfg) for d in p.digests]
         fused = FusedRows(steps, digests, str(spill_dir), last.partition)
         # the pass's actor pool: the largest any of its steps asks for (clean, tokenize: 2 x 0.5 CPU)
@@ -292,13 +303,23 @@ class Runner:
         actors = max((c.actors for c in pools), default=1)
         actor_cpus = max((c.actor_cpus for c in pools), default=0.5)
         batch = max([cfg.ray.batch_size] + [cfg.pack.docs_per_batch for s in p.steps if s.name == "pack"])
-        ds = runtime.apply(src.read(self.all_digest_cols), fused, batch_size=batch, actors=actors,
+        ds = runtime.apply(src.read(self.all_digest_cols, tokens=not p.steps[0].needs_text), fused,
+                           batch_size=batch, actors=actors,
                            actor_cpus=actor_cpus)
         for s in p.steps:  # a step redone here: its folder is rewritten whole
             if s is not last and self.run.stage_dir(s.name).exists():
                 shutil.rmtree(self.run.stage_dir(s.name))
-        runtime.write_partitioned(ds, self.run.stage_dir(last.name), last.partition, {})
+        if stream:
+            if not self.consume(ds):
+                shutil.rmtree(spill_dir, ignore_errors=True)
+                log.info("the consumer stopped before the end of the rows: %s is not written", last.name)
+                return False
+            if self.run.stage_dir(last.name).exists():
+                shutil.rmtree(self.run.stage_dir(last.name))
+        else:
+            runtime.write_partitioned(ds, self.run.stage_dir(last.name), last.partition, {})
         _merge_spilled(spill_dir, self.run, [s.name for s in p.steps])
+        return True
 
     # -- compact phase
     def compact(self, p: Pass, src: Source, digests: tuple[str, ...]) -> Source:
@@ -317,7 +338,7 @@ class Runner:
                 runtime.write_partitioned(out, self.run.stage_dir(s.name), s.partition, extras)
                 if self.keep(s):
                     self._full_rows(s, src)
-                self.run.mark_done(s.name, f, DECISIONS, self.pass_no)
+                self.run.mark_done(s.name, f, ROWS if self.keep(s) else DECISIONS, self.pass_no)
                 rows = runtime.map_tables(decided, _kept_only, batch_size=None) if s.partition == schema.STATUS \
                     else decided
         artifact = self.run.kept_path(p.steps[-1].name) if p.steps[-1].partition == schema.STATUS else last_dir
@@ -333,9 +354,10 @@ class Runner:
         if step.partition == schema.STATUS:
             runtime.write_partitioned(ds, tmp, schema.STATUS, {})
             shutil.rmtree(kept)
-            os.replace(tmp / f"{schema.STATUS}={schema.KEPT}", kept) if (tmp / f"{schema.STATUS}={schema.KEPT}").is_dir() \
-                else kept.mkdir()
+            written = tmp / f"{schema.STATUS}={schema.KEPT}"
+            os.replace(written, kept) if written.is_dir() else kept.mkdir()
         else:
+            ds = runtime.map_tables(ds, _without((schema.STATUS,)), batch_size=None)
             runtime.write_partitioned(ds, tmp, step.partition, {})
             for sub in self.run.stage_dir(step.name).glob(f"{step.partition}=*"):
                 shutil.rmtree(sub)
@@ -384,9 +406,11 @@ def _kept_only(table: pa.Table) -> pa.Table:
 
 
 def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] | None = None, force: bool = False,
-                 input_cfg: InputConfig | None = None) -> dict:
+                 input_cfg: InputConfig | None = None, consume=None) -> dict:
     """Run the enabled steps (or `stages`, by name) into cfg.output.dir; the first reads `input_cfg` (default
-    cfg.input)."""
+    cfg.input). `consume(ds)`: the last pass's rows are handed to it as they are made (Ray Train's streaming
+    split) while they are also written; it returns True when it read them to the end (the folder is then
+    complete and marked). Inside the Ray session, so the consumer can use it."""
     for name in cfg.output.keep:
         registry.get(name)  # a typo names the valid steps
     run = RunDir(cfg.output.dir)
@@ -403,10 +427,10 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] | None = None, force: b
     with runtime.ray_session(cfg.ray):
         units = discover(input_cfg)
         src = Source(input_cfg=input_cfg, fp=fingerprint(to_dict(input_cfg), _input_fingerprint(units)))
-        runner = Runner(cfg, run, force)
+        runner = Runner(cfg, run, force, consume)
         digests: tuple[str, ...] = ()
         for k, p in enumerate(passes, 1):
-            runner.pass_no = k
+            runner.pass_no, runner.last_pass = k, k == len(passes)
             if p.kind == "text":
                 src = runner.text_pass(p, src)
                 digests = tuple(c for d in p.digests for c in d.columns(cfg))

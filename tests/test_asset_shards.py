@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyarrow.dataset as pads
 import pytest
+from test_ingest import ingested  # noqa: F401  (the module fixture: a real ingest run)
 
 from ray_jobs.cli import main as cli_main
 from ray_jobs.ingest.shards import read_shards
-from test_ingest import ingested  # noqa: F401  (the module fixture: a real ingest run)
 
 pytestmark = pytest.mark.slow
 

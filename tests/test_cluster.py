@@ -19,10 +19,9 @@ import psutil
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pytest
+from conftest import REPO
 
 from ray_jobs import schema
-
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -10,14 +10,33 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.steps.dedup.components import (
-    CLUSTER, LABEL, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
-    star_labels, union_find_labels,
+    CLUSTER,
+    LABEL,
+    REP,
+    SAME,
+    SIZE,
+    both_directions,
+    choose_representatives,
+    count_markers,
+    large_star,
+    small_star,
+    star_labels,
+    union_find_labels,
 )
-from ray_jobs.steps.leakage.ops import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
 from ray_jobs.steps.dedup.config import NearDedupConfig
 from ray_jobs.steps.dedup.lsh import (
-    A, B, HASH, NODE, OLD, PART, RANK, SignatureStage, bucket_edges, explode_bands,
+    HASH,
+    NODE,
+    OLD,
+    PART,
+    RANK,
+    A,
+    B,
+    SignatureStage,
+    bucket_edges,
+    explode_bands,
 )
+from ray_jobs.steps.leakage.ops import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
 from tests.conftest import SAMPLE
 
 PARTS = 4
@@ -142,7 +161,8 @@ def test_cross_split_pairs_find_planted_leaks_only():
     cfg = NearDedupConfig()
 
     def pairs_of(rows: pa.Table) -> pa.Table:
-        return unique_pairs(_shuffle(explode_bands(PARTS, carry=("id", "split"))(leak_docs(cfg)(rows)), cross_split_pairs(cfg.threshold)))
+        bands = explode_bands(PARTS, carry=("id", "split"))(leak_docs(cfg)(rows))
+        return unique_pairs(_shuffle(bands, cross_split_pairs(cfg.threshold)))
 
     sample = pq.read_table(SAMPLE / "parquet", columns=["id", "text"]).sort_by("id")
     texts = [t for t in sample["text"].to_pylist() if len(t) > 300]

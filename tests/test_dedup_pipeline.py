@@ -11,12 +11,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SAMPLE
+
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
-from ray_jobs.steps.dedup.minhash import MinHashConfig, shingle_set
 from ray_jobs.planner import run_pipeline
+from ray_jobs.steps.dedup.minhash import MinHashConfig, shingle_set
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
+from test_multimodal import _images, _pdfs
 
 from ray_jobs.cli import main as cli_main
-from test_multimodal import _images, _pdfs
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from conftest import SAMPLE
 
 from ray_jobs import schema
 from ray_jobs.config import LabelsConfig, load_config
 from ray_jobs.steps.labels import detect
 from ray_jobs.steps.labels.model import FOLD, FeaturizeStage, num_features, predict, train_fold
 from ray_jobs.steps.split.ops import split_hashes
-
-from conftest import SAMPLE
 
 
 def _noisy(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,7 +46,8 @@ def _batched_issues(y: np.ndarray, probs: np.ndarray, filter_by: str, parts: int
     cut = None
     if filter_by != "confident_learning":
         n = detect.prune_counts(cal)
-        cut = detect.merge_candidates((detect.candidates(y[b], probs[b], tie[b], n, counts) for b in batches), n, counts)
+        cands = (detect.candidates(y[b], probs[b], tie[b], n, counts) for b in batches)
+        cut = detect.merge_candidates(cands, n, counts)
     return np.concatenate([detect.flag(y[b], probs[b], tie[b], filter_by, t, cut) for b in batches])
 
 
@@ -91,7 +91,8 @@ def test_unlabelled_rows_are_never_flagged():
 def _topic_rows(n: int) -> pa.Table:
     """Two topics with disjoint vocabularies; the label says which."""
     rng = np.random.default_rng(0)
-    sport, cook = ["goal", "match", "team", "score", "league", "coach"], ["oven", "flour", "bake", "salt", "pan", "dough"]
+    sport = ["goal", "match", "team", "score", "league", "coach"]
+    cook = ["oven", "flour", "bake", "salt", "pan", "dough"]
     labels = rng.integers(0, 2, n)
     texts = [" ".join(rng.choice(cook if lab else sport, 8)) for lab in labels]
     return pa.table({schema.ID: [f"doc{i}" for i in range(n)], schema.TEXT: texts,
@@ -132,8 +133,9 @@ def test_config_checks_probs_file_pairing():
 
 
 def _run_labels(tmp_path, input_path, *overrides):
-    from ray_jobs.planner import run_pipeline
     import dataclasses
+
+    from ray_jobs.planner import run_pipeline
 
     cfg = load_config(None, [f"output.dir={tmp_path / 'run'}", "ray.progress_bars=false", *overrides])
     stats = run_pipeline(cfg, stages=("labels",), input_cfg=dataclasses.replace(cfg.input, paths=(str(input_path),)))
@@ -218,7 +220,8 @@ def test_external_probabilities_match_cleanlab_on_imdb(ray_local, tmp_path, shar
                    tmp_path / "imdb.parquet")
     (tmp_path / "ids.json").write_text(json.dumps(ids))
     np.save(tmp_path / "pyx.npy", np.load(le / "cross_validated_predicted_probabilities" / "imdb_test_set_pyx.npy"))
-    _, _, issues, summary = _run_labels(tmp_path, tmp_path / "imdb.parquet", f"labels.probs_file={tmp_path / 'pyx.npy'}",
+    _, _, issues, summary = _run_labels(tmp_path, tmp_path / "imdb.parquet",
+                                        f"labels.probs_file={tmp_path / 'pyx.npy'}",
                                         f"labels.probs_ids_file={tmp_path / 'ids.json'}")
     ref = cleanlab.filter.find_label_issues(given, pyx, return_indices_ranked_by="self_confidence", n_jobs=1)
     assert len(issues) == len(ref) and summary["issues"] == len(ref)

@@ -12,7 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.steps.dedup.minhash import (
-    MinHashConfig, band_keys, candidate_probability, jaccard_estimate, optimal_bands_rows, shingle_set, signatures,
+    MinHashConfig,
+    band_keys,
+    candidate_probability,
+    jaccard_estimate,
+    optimal_bands_rows,
+    shingle_set,
+    signatures,
 )
 from tests.conftest import SAMPLE
 

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from ray_jobs.config import TokenizeConfig
 from ray_jobs.ingest.audio import AudioConfig, AudioStage, load_mono_16k
 from ray_jobs.ingest.images import ImageConfig, ImageStage
 from ray_jobs.ingest.manifest import coco_manifest, read_manifest
 from ray_jobs.ingest.pdf import EMPTY_PAGE, PdfConfig, PdfStage
-from ray_jobs.config import TokenizeConfig
 
 PHRASE = "The quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches"
 

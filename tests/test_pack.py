@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_jobs.steps.tokenize.chat import IGNORE
 from ray_jobs.steps.pack.ops import best_fit_decreasing, pack, pack_split_rows
+from ray_jobs.steps.tokenize.chat import IGNORE
 
 
 def _docs(lengths, seed=0):

@@ -10,24 +10,26 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import BASE, PARQUET, SAMPLE
 from conftest import sample_config as _cfg
+
 from ray_jobs import runtime
 from ray_jobs.cli import main as cli_main
 from ray_jobs.config import load_config
+from ray_jobs.exports import export
 from ray_jobs.io.formats import FileUnit, parse_file
 from ray_jobs.io.readers import discover, hf_tables
-from ray_jobs.exports import export
 from ray_jobs.planner import run_pipeline
 from ray_jobs.rundir import RunDir
 from ray_jobs.rundir.stats import run_stats
-from ray_jobs.steps.split.ops import target_counts
 from ray_jobs.steps.clean.quality import REASONS
+from ray_jobs.steps.split.ops import target_counts
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,13 @@ def test_stats_invariant_holds_from_the_files(run_dir):
         assert s["rows_in"] == prev_out, name
         assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values()) + s["quarantined"], name
         prev_out = s["rows_out"]
-    assert stats["stages"]["tokenize"]["tokens"] == pc.sum(_read(run_dir / "tokenize", ["num_tokens"])["num_tokens"]).as_py()
+    # tokenize ran fused into pack: its documents and tokens are counted from the packed rows' provenance
+    docs = _read(run_dir / "pack", ["doc_ids", "doc_offsets", "doc_lens"])
+    first = pc.equal(pc.list_flatten(docs["doc_offsets"]), 0)
+    assert stats["stages"]["tokenize"]["rows_out"] == pc.sum(first).as_py() == stats["stages"]["leakage"]["rows_out"]
+    assert stats["stages"]["tokenize"]["tokens"] == pc.sum(pc.filter(pc.list_flatten(docs["doc_lens"]), first)).as_py()
+    assert sorted(pc.filter(pc.list_flatten(docs["doc_ids"]), first).to_pylist()) == \
+        _ids(run_dir / "leakage" / "status=kept")
     pack = stats["stages"]["pack"]  # every token is packed (overflow = split), in fixed 2048-token rows
     assert pack["packing"]["packed_tokens"] == pack["packing"]["tokens_in"] == stats["stages"]["tokenize"]["tokens"]
     assert pack["packing"]["cropped_tokens"] == 0 and pack["packing"]["seq_len"] == 2048
@@ -76,9 +84,24 @@ def test_every_row_has_a_language_and_every_drop_a_known_reason(run_dir):
     assert set(kept["lang"].to_pylist()) == {"en"}
 
 
+def test_the_plan_reads_the_text_twice_and_writes_it_once(run_dir):
+    markers = {p.name.split(".", 1)[1]: json.loads(p.read_text()) for p in run_dir.glob("_SUCCESS.*")
+               if not p.name.startswith("_SUCCESS.export")}
+    assert {s: (m["pass"], m["output"]) for s, m in markers.items()} == {
+        "clean": (1, "rows"), "dedup": (2, "decisions"), "split": (2, "rows"), "leakage": (2, "decisions"),
+        "tokenize": (3, "drops"), "pack": (3, "rows")}
+    # the global steps' folders hold one compact row per document: no text (split holds text here only because
+    # output.export asks for its rows)
+    for step in ("dedup", "leakage"):
+        assert "text" not in pq.read_schema(next((run_dir / step).glob("status=kept/*.parquet"))).names
+    assert not (run_dir / "tokenize").exists()
+
+
 def test_exact_duplicates_point_at_a_kept_identical_text(run_dir):
-    rows = _read(run_dir / "dedup", ["id", "text", "status", "duplicate_of"])
-    text = {i: t.lower() for i, t in zip(rows["id"].to_pylist(), rows["text"].to_pylist())}
+    rows = _read(run_dir / "dedup", ["id", "status", "duplicate_of"])
+    texts = _read(run_dir / "clean" / "status=kept", ["id", "text"])
+    text = {i: t.lower() for i, t in zip(texts["id"].to_pylist(), texts["text"].to_pylist())}
+    assert sorted(rows["id"].to_pylist()) == sorted(text), "a decision for every row clean kept"
     status = dict(zip(rows["id"].to_pylist(), rows["status"].to_pylist()))
     kept_texts = [text[i] for i, s in status.items() if s == "kept"]
     assert len(kept_texts) == len(set(kept_texts))  # no text is kept twice
@@ -94,9 +117,13 @@ def test_stratified_split_is_exact_per_label(run_dir):
     cfg = _cfg(run_dir).split
     for label, n in Counter(t["label"].to_pylist()).items():
         k_train, k_val = target_counts(n, cfg)
-        assert (per[(label, "train")], per[(label, "val")], per[(label, "test")]) == (k_train, k_val, n - k_train - k_val)
-    tok = _read(run_dir / "tokenize", ["id", "split"])
-    assert sorted(zip(tok["id"].to_pylist(), tok["split"].to_pylist())) == \
+        got = (per[(label, "train")], per[(label, "val")], per[(label, "test")])
+        assert got == (k_train, k_val, n - k_train - k_val)
+    packed = _read(run_dir / "pack", ["doc_ids", "doc_offsets", "split"])
+    starts = pc.equal(pc.list_flatten(packed["doc_offsets"]), 0)
+    per_doc = pc.list_value_length(packed["doc_ids"]).to_numpy()
+    doc_split = pc.filter(pa.array(np.repeat(packed["split"].to_numpy(zero_copy_only=False), per_doc)), starts)
+    assert sorted(zip(pc.filter(pc.list_flatten(packed["doc_ids"]), starts).to_pylist(), doc_split.to_pylist())) == \
         sorted(zip(_read(run_dir / "split", ["id"])["id"].to_pylist(), t["split"].to_pylist()))
 
 
@@ -210,3 +237,23 @@ def test_actor_placement_rule(nodes, actors, cpus, ok):
 def test_an_actor_pool_that_would_starve_the_read_fails_fast(ray_local, tmp_path):
     with pytest.raises(ValueError, match=r"3 x 0.5 CPU leaves no node with the 1 CPU a read task needs"):
         run_pipeline(_cfg(tmp_path / "starved", "clean.actors=3"), stages=("clean",))
+
+
+def test_tokenize_and_pack_verbs_alone_give_the_runs_packed_tokens(run_dir, tmp_path):
+    """Every step still runs alone on any readable input: tokenize on the text kept by the run's leakage
+    decisions, then pack on tokenize's folder, give the tokens the fused pass packed."""
+    keep = set(_ids(run_dir / "leakage" / "status=kept"))
+    text = _read(run_dir / "split", ["id", "text", "split"])
+    text = text.filter(pc.is_in(text["id"], pa.array(sorted(keep))))
+    src = tmp_path / "text"
+    src.mkdir()
+    pq.write_table(text, src / "rows.parquet")
+    out = tmp_path / "alone"
+    sets = ["--set", "ray.progress_bars=false"]
+    assert cli_main(["tokenize", "--input", str(src), "--output", str(out), *sets]) == 0
+    assert cli_main(["pack", "--input", str(out / "tokenize"), "--output", str(out), *sets]) == 0
+    stats = run_stats(RunDir(out))["stages"]
+    fused = json.loads((run_dir / "stats.json").read_text())["stages"]
+    assert stats["tokenize"]["tokens"] == fused["tokenize"]["tokens"]
+    assert stats["pack"]["packing"]["packed_tokens"] == fused["pack"]["packing"]["packed_tokens"]
+    assert stats["pack"]["invariant_ok"] and stats["tokenize"]["invariant_ok"]

@@ -483,7 +483,8 @@ def test_config_overrides_parse():
 
 def test_config_unknown_key():
     with pytest.raises(ValueError, match=r"unknown key\(s\) batchsize in \[ray\]; valid keys: address, num_cpus, "
-                                         r"object_store_mb, include_dashboard, target_max_block_size_mb, batch_size, progress_bars"):
+                                         r"object_store_mb, include_dashboard, target_max_block_size_mb, batch_size, "
+                                         r"progress_bars"):
         load_config(None, ["ray.batchsize=3"])
     with pytest.raises(ValueError, match=r"unknown key\(s\) nosuch in the top level; valid keys: input, output"):
         load_config(None, ["nosuch.x=1"])

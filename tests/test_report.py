@@ -71,15 +71,16 @@ def _rows(n: int, prefix: str = "doc") -> pa.Table:
     })
 
 
-def _write(folder: Path, table: pa.Table, files: int = 1) -> None:
+def _write(folder: Path, table: pa.Table, files: int = 1, row_group_rows: int | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     step = -(-len(table) // files)
     for k in range(files):
-        pq.write_table(table.slice(k * step, step), folder / f"part-{k}.parquet")
+        pq.write_table(table.slice(k * step, step), folder / f"part-{k}.parquet", row_group_size=row_group_rows)
 
 
-def _mark(root: Path, stage: str, finished: float) -> None:
-    (root / f"_SUCCESS.{stage}").write_text(json.dumps({"fingerprint": stage, "finished": finished}))
+def _mark(root: Path, stage: str, finished: float, output: str = "rows", pass_no: int = 0) -> None:
+    (root / f"_SUCCESS.{stage}").write_text(json.dumps({"fingerprint": stage, "finished": finished,
+                                                         "output": output, "pass": pass_no}))
 
 
 def _write_split(root: Path, rows: pa.Table) -> None:
@@ -221,9 +222,9 @@ def test_spot_check_sample_does_not_depend_on_file_layout(tmp_path):
         table = pq.read_table(folder / "part-0.parquet")
         (folder / "part-0.parquet").unlink()
         _write(folder, table, files=3)
-    sample_one = [row["id"] for *_, row in gather(one).rows.sample]
+    sample_one = [row["id"] for row in gather(one).rows.sample]
     assert len(sample_one) == SPOT_CHECK_ROWS == len(set(sample_one))
-    assert sample_one == [row["id"] for *_, row in gather(three).rows.sample]
+    assert sample_one == [row["id"] for row in gather(three).rows.sample]
 
 
 def test_length_histogram_bins_and_quantile():

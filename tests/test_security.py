@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 # (module, function) pairs that unpickle, and the keyword that makes them safe (None: never safe)

@@ -8,8 +8,15 @@ import pytest
 
 from ray_jobs.config import SplitConfig
 from ray_jobs.steps.split.ops import (
-    AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter, plan_from_boundaries,
-    sum_bin_counts, target_counts,
+    AssignSplitStage,
+    SplitKeyStage,
+    SplitPlan,
+    bin_counts,
+    boundary_bins,
+    boundary_filter,
+    plan_from_boundaries,
+    sum_bin_counts,
+    target_counts,
 )
 
 

@@ -11,10 +11,19 @@ import pytest
 import torch
 
 from ray_jobs.config import ModelConfig, TrainConfig
-from ray_jobs.steps.tokenize.chat import IGNORE
 from ray_jobs.steps.pack.ops import pack
-from ray_jobs.train.data import REAL_TOKENS, collate_packed, collate_padded, is_packed, sort_by_length
-from ray_jobs.train.loop import optimizer_step
+from ray_jobs.steps.tokenize.chat import IGNORE
+from ray_jobs.train.data import (
+    REAL_TOKENS,
+    ROW_KEY,
+    collate_packed,
+    collate_padded,
+    is_packed,
+    row_keys,
+    sort_by_length,
+    train_rows,
+)
+from ray_jobs.train.loop import Position, init_model, optimizer_step, rank_seed, read_position, write_position
 from ray_jobs.train.model import build_model, build_optimizer, flops_per_token, lr_lambda
 
 VOCAB = 1000
@@ -108,10 +117,12 @@ def test_optimizer_step_accumulates_and_stops_at_the_end_of_the_data():
     opt = build_optimizer(cfg, model, cuda=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     ids = torch.randint(0, VOCAB, (4, 32), generator=torch.Generator().manual_seed(0))
-    batches = [{"input_ids": ids, "labels": ids, REAL_TOKENS: torch.tensor(128)} for _ in range(5)]
+    batches = [{"input_ids": ids, "labels": ids, REAL_TOKENS: torch.tensor(128), ROW_KEY: torch.arange(4) + 4 * i}
+               for i in range(5)]
     it = iter([dict(b) for b in batches])
     losses = [optimizer_step(model, opt, sched, it, cfg, False, torch.device("cpu")) for _ in range(3)]
     assert losses[0][1] == 256 and losses[1][0] < losses[0][0]  # 2 micro-batches per step; the same batch is learnt
+    assert losses[0][3].tolist() == list(range(8)) and losses[1][3].tolist() == list(range(8, 16))  # rows trained
     assert losses[2] is None  # the 5th micro-batch alone cannot make a step
 
 
@@ -136,3 +147,86 @@ def test_a_local_pretrained_model_is_loaded_as_it_is(tmp_path):
     ids = torch.randint(0, VOCAB, (1, 8))
     with torch.no_grad():
         assert torch.equal(tiny(input_ids=ids).logits, loaded(input_ids=ids).logits)
+
+
+def _packed_split_rows():
+    """Two splits of packed rows with their provenance, as the pack step makes them (doc_ids, doc_offsets)."""
+    lengths = [40, 7, 30, 12, 25, 9, 33, 5]
+    ids = pa.array([list(range(1, n + 1)) for n in lengths], pa.list_(pa.int32()))
+    doc_ids = pa.array([f"doc/{i}" for i in range(len(lengths))])
+    table, _ = pack(ids, ids, 32, pad_id=0, doc_ids=doc_ids)  # the 40-token document is cut into 2 pieces
+    return table.append_column("split", pa.array(["train", "val"] * (table.num_rows // 2) +
+                                                 ["train"] * (table.num_rows % 2)))
+
+
+def test_row_keys_are_one_per_packed_row_and_follow_the_row_not_its_place():
+    table = _packed_split_rows()
+    keys = row_keys(table)
+    assert keys.dtype == np.int64 and len(set(keys.tolist())) == table.num_rows
+    order = np.arange(table.num_rows)[::-1].copy()
+    assert row_keys(table.take(order)).tolist() == keys[order].tolist()  # a row's key is its pieces, not its index
+    # unpacked rows (a tokenize folder) by document id; rows without either by their tokens
+    docs = _rows([3, 5, 3]).append_column("id", pa.array(["a", "b", "c"]))
+    assert len(set(row_keys(docs).tolist())) == 3 and row_keys(docs.slice(1)).tolist() == row_keys(docs)[1:].tolist()
+    assert row_keys(_rows([3, 5, 3])).tolist()[0] == row_keys(_rows([3, 5, 3])).tolist()[2]  # same tokens
+
+
+def test_train_rows_keep_the_split_less_the_consumed_rows_with_only_what_the_collate_reads():
+    table = _packed_split_rows()
+    train = table.filter(pa.compute.equal(table["split"], "train"))
+    keys = row_keys(train)
+    got = train_rows("train", None, packed=True)(table)
+    assert got.column_names == ["input_ids", "labels", "position_ids", "seq_lens", ROW_KEY]
+    assert got[ROW_KEY].to_pylist() == keys.tolist()
+    rest = train_rows("train", keys[:2], packed=True)(table)  # a checkpoint trained on the first two
+    assert rest[ROW_KEY].to_pylist() == keys[2:].tolist()
+    # a hive partition column read back dictionary-encoded; a split folder read alone has no split column
+    as_dict = table.set_column(table.schema.get_field_index("split"), "split", table["split"].dictionary_encode())
+    assert train_rows("train", None, packed=True)(as_dict).num_rows == train.num_rows
+    assert train_rows(None, keys, packed=True)(train.drop_columns(["split"])).num_rows == 0
+    batch = collate_packed(got, document_attention=True)
+    assert batch[ROW_KEY].tolist() == keys.tolist()
+    assert collate_padded(train_rows(None, None, packed=False)(_rows([2, 4])))[ROW_KEY].shape == (2,)
+
+
+def test_a_checkpoint_position_reads_back(tmp_path):
+    write_position(tmp_path, Position(12, 1, np.array([5, -3, 2**62], np.int64), True))
+    pos = read_position(tmp_path)
+    assert (pos.step, pos.epoch, pos.consumed.tolist(), pos.epoch_done) == (12, 1, [5, -3, 2**62], True)
+    old = tmp_path / "old"  # a checkpoint from before positions were kept: its step, the data from the start
+    old.mkdir()
+    torch.save({"step": 7}, old / "state.pt")
+    assert (read_position(old).step, len(read_position(old).consumed)) == (7, 0)
+
+
+def test_workers_start_from_the_same_weights_then_draw_from_their_own_seed():
+    """issue 17: the per-rank seed was set, then overwritten by the shared one before the model was built, so
+    every worker drew the same dropout masks. GPT-2 has dropout 0.1: the same batch gives different losses."""
+    cfg = ModelConfig(arch="gpt2", hidden_size=32, num_layers=1, num_heads=4)
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))
+    models, losses = [], []
+    for rank in (0, 1):
+        model = init_model(cfg, 0, VOCAB, 16, "sdpa", rank).train()
+        models.append(model)
+        losses.append(float(model(input_ids=ids, labels=ids).loss.detach()))
+    a, b = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # identical initial weights
+    assert losses[0] != losses[1]  # different dropout masks
+    assert len({rank_seed(0, r, s) for r in range(4) for s in range(100)}) == 400  # per rank and per step
+
+
+def test_train_refuses_a_cpu_budget_ray_would_hang_on():
+    from conftest import REPO
+
+    from ray_jobs.config import load_config
+    from ray_jobs.errors import UserError
+    from ray_jobs.train.job import check_cpus, cpu_budget
+
+    tiny = load_config(REPO / "cluster" / "configs" / "train-tiny-cpu.toml", [])
+    assert sum(cpu_budget(tiny, streamed=True).values()) == 2.0
+    check_cpus(tiny, 2.0, streamed=True)
+    wide = load_config(REPO / "cluster" / "configs" / "train-tiny-cpu.toml", ["tokenize.actors=2"])
+    with pytest.raises(UserError, match=r"needs 2.5 CPUs at once.*tokenize.actors x tokenize.actor_cpus.*"
+                                        r"lower train.cpus_per_worker"):
+        check_cpus(wide, 2.0, streamed=True)
+    check_cpus(wide, 2.0, streamed=False)  # a finished folder: no actor pool runs beside the workers

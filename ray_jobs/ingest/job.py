@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 from ray_jobs import runtime, schema
 from ray_jobs.config import RunConfig
 from ray_jobs.ingest.audio import AudioStage
-from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, HASH, keep_lowest_id
 from ray_jobs.ingest.images import CONTENT_HASH, ImageStage
 from ray_jobs.ingest.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.ingest.pdf import PdfStage
@@ -29,6 +28,7 @@ from ray_jobs.report.html import write_report
 from ray_jobs.rundir import INGEST, RunDir, atomic_dir, write_atomic
 from ray_jobs.rundir.manifest import write_manifest
 from ray_jobs.rundir.stats import partition_counts
+from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, HASH, keep_lowest_id
 
 
 def manifest_table(path: str, cfg: RunConfig) -> pa.Table:

@@ -133,7 +133,8 @@ def with_chat_text(rec: dict[str, Any], cfg: InputConfig) -> dict[str, Any]:
 
 
 def _missing_text(found: list[str], cfg: InputConfig, what: str = "field") -> str:
-    return (f"no {cfg.text_column!r} {what} and no conversation ({cfg.messages_column!r}, or {cfg.instruction_column!r} "
+    return (f"no {cfg.text_column!r} {what} and no conversation ({cfg.messages_column!r}, or "
+            f"{cfg.instruction_column!r} "
             f"+ {cfg.response_column!r}) (found {sorted(found)[:10]}); set input.text_column or input.messages_column")
 
 

@@ -12,7 +12,13 @@ import pyarrow as pa
 
 from ray_jobs.config import InputConfig
 from ray_jobs.io.formats import (
-    ROWS_PER_TABLE, SUFFIX_FORMATS, FileUnit, canonical_row, canonical_table, detect_format, parse_file,
+    ROWS_PER_TABLE,
+    SUFFIX_FORMATS,
+    FileUnit,
+    canonical_row,
+    canonical_table,
+    detect_format,
+    parse_file,
 )
 
 BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks...
@@ -132,6 +138,7 @@ def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", 
         if isinstance(rec, str) or rec is None:
             rec = {cfg.text_column: rec}
         elif not isinstance(rec, dict):
-            raise TypeError(f"record {i}: expected a str or a dict with {cfg.text_column!r}, found {type(rec).__name__}")
+            raise TypeError(f"record {i}: expected a str or a dict with {cfg.text_column!r}, "
+                            f"found {type(rec).__name__}")
         rows.append(canonical_row(rec, cfg, prefix, i))
     return canonical_table(rows)

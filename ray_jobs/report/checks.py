@@ -1,7 +1,9 @@
 """The dataset checklist: pure functions from what scan.py read out of a run directory to check results.
 
 Each check says pass, fail, warn or skip (does not apply to this run) with the numbers behind it, and for a fail
-what to do. `run_checks(run_dir)` reads the run and runs them all; report.html shows them first.
+what to do; a figure from the bounded text scan says when it is a sample. The checks of the steps (quality filters,
+dedup, split after dedup, and any step registered with a `check`) are reached through the registry: each step's
+spec calls its function here. `run_checks(run_dir)` reads the run and runs them all; report.html shows them first.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.report.scan import NO_SPLIT, SPOT_CHECK_SEED, RowScan, RunData, TokenScan, gather, normalize_config
+from ray_jobs.report.scan import (
+    NO_SPLIT,
+    SPOT_CHECK_SEED,
+    RowScan,
+    RunData,
+    TextScan,
+    TokenScan,
+    gather,
+    normalize_config,
+)
+from ray_jobs.steps import registry
 from ray_jobs.steps.clean.normalize import NormalizeConfig
 from ray_jobs.steps.clean.quality import REASONS
 
@@ -40,16 +52,16 @@ def run_checks(run_dir: str | Path) -> list[Check]:
 
 
 def dataset_checks(data: RunData) -> list[Check]:
-    stages = data.stats_now["stages"]
-    text_run = data.final_stage is not None
+    """The dataset's checks around those of its steps: every registered step with a `check` that finished in
+    this run or that its config enables (a required step that did not finish fails or warns in its own check)."""
+    steps = [s for s in registry.steps()
+             if s.check is not None and (s.name in data.markers or s.enabled(data.run_config))]
     return [
-        no_missing_text(data.rows, _where(data)),
-        normalised(data.rows, normalize_config(data.config)),
-        quality_filters(data.config, stages.get("clean"), text_run),
-        deduplicated(data.config, stages.get("dedup"), text_run),
-        split_after_dedup(data.config, data.markers, stages.get("leakage"), text_run),
+        no_missing_text(data.rows, data.text, _where(data)),
+        normalised(data.text, normalize_config(data.config)),
+        *(s.check(data) for s in steps),
         label_distribution(data.rows),
-        length_distribution(data.rows, data.tokens),
+        length_distribution(data.text, data.tokens),
         spot_check(data.rows),
         stats_recomputable(data.stats, data.stats_now),
         manifest_matches(data.manifest, data.manifest_now),
@@ -57,14 +69,13 @@ def dataset_checks(data: RunData) -> list[Check]:
 
 
 def _where(data: RunData) -> str:
-    if data.rows is None:
-        return "no final rows"
-    return ", ".join(p.relative_to(data.run.root).as_posix() for p in data.rows.paths)
+    return data.rows.final.where(data.run.root) if data.rows else "no final rows"
 
 
-def no_missing_text(rows: RowScan | None, where: str) -> Check:
+def no_missing_text(rows: RowScan | None, text: TextScan | None, where: str) -> Check:
+    """Labels over every final row; texts over the scanned ones (all, or a sample)."""
     name = "no null or empty text / label"
-    if rows is None:
+    if rows is None or text is None:
         return Check(name, SKIP, "no final rows: no text stage finished and nothing was ingested")
     if not rows.rows:
         return Check(name, FAIL, f"the final rows ({where}) are empty: every row was dropped or none was read; "
@@ -72,24 +83,25 @@ def no_missing_text(rows: RowScan | None, where: str) -> Check:
     label = ""
     if rows.label_column:
         absent = " (the column is absent)" if rows.label_column not in rows.columns else ""
-        label = f"; label {rows.label_column!r}: {rows.null_label:,} null or empty{absent}"
-    bad = rows.null_text + rows.empty_text + rows.null_label
-    detail = (f"{rows.null_text:,} null and {rows.empty_text:,} empty or whitespace-only texts of {rows.rows:,} "
-              f"rows in {where}{label}")
-    if bad:
+        label = f"; label {rows.label_column!r}: {rows.null_label:,} null or empty of all rows{absent}"
+    texts = f"{text.null_text:,} null and {text.empty_text:,} empty or whitespace-only texts of "
+    texts += f"{rows.rows:,} rows" if text.coverage.complete else \
+        f"{text.rows:,} rows scanned{text.where()} of the {rows.rows:,} rows"
+    detail = f"{texts} in {where}{label}"
+    if text.null_text + text.empty_text + rows.null_label:
         return Check(name, FAIL, detail + "; fix: run the clean stage on them (its `empty` rule drops empty "
                                           "texts) and give every row a label")
     return Check(name, PASS, detail)
 
 
-def normalised(rows: RowScan | None, norm: NormalizeConfig) -> Check:
+def normalised(text: TextScan | None, norm: NormalizeConfig) -> Check:
     name = "whitespace and Unicode normalised"
-    if rows is None or not rows.rows:
+    if text is None or not text.rows:
         return Check(name, SKIP, "no final rows to check")
     how = f"clean.normalize: unicode_form={norm.unicode_form}, collapse_whitespace={norm.collapse_whitespace}"
-    detail = f"{rows.changed_by_normalize:,} of {rows.rows:,} texts change under the normaliser ({how})"
-    if rows.changed_by_normalize:
-        return Check(name, FAIL, f"{detail}, e.g. {', '.join(rows.changed_ids)}; fix: run the clean stage on "
+    detail = f"{text.changed_by_normalize:,} of {text.rows:,} texts change under the normaliser{text.where()} ({how})"
+    if text.changed_by_normalize:
+        return Check(name, FAIL, f"{detail}, e.g. {', '.join(text.changed_ids)}; fix: run the clean stage on "
                                  "these rows (`ray-jobs clean --input ...`), which normalises every text")
     if norm.unicode_form == "none" and not norm.collapse_whitespace:
         return Check(name, WARN, f"{detail}, but this run turned both Unicode forms and whitespace folding off: "
@@ -205,14 +217,17 @@ def label_distribution(rows: RowScan | None) -> Check:
     return Check(name, PASS, detail)
 
 
-def length_distribution(rows: RowScan | None, tokens: TokenScan | None) -> Check:
+def length_distribution(text: TextScan | None, tokens: TokenScan | None) -> Check:
     name = "output length distribution checked"
-    if rows is None or not rows.rows:
+    if text is None or not text.rows:
         return Check(name, SKIP, "no final rows")
-    detail = "characters " + _quantiles(rows.chars.overall)
+    detail = "characters " + _quantiles(text.chars.overall) + text.where()
     if tokens is None:
-        return Check(name, PASS, detail + "; no tokenize stage in this run")
-    detail += "; tokens " + _quantiles(tokens.tokens.overall)
+        return Check(name, PASS, detail + "; no token rows in this run (tokenize and pack)")
+    detail += f"; tokens {_quantiles(tokens.tokens.overall)} over all {tokens.rows:,} documents ({tokens.source})"
+    if tokens.truncated is None:
+        return Check(name, PASS, f"{detail}; documents cut at tokenize.max_length: not recorded (only the token "
+                                 "rows count them, and this run did not keep them: output.keep = [\"tokenize\"])")
     if tokens.truncated > MAX_TRUNCATED_SHARE * tokens.rows:
         return Check(name, WARN, f"{detail}; tokenize cut {tokens.truncated:,} of {tokens.rows:,} documents at "
                                  "tokenize.max_length: their ends are lost (set it to 0 and let packing split them)")

@@ -1,10 +1,11 @@
 """RUN/report.html: one self-contained page per run, made from the run directory's files alone.
 
 The checklist first (checks.py), then the stage table and the plots, each from files of the run: drops by reason
-and near-duplicate cluster sizes (stats.json), labels per split, text and token lengths (the final rows and the
-tokenize stage, streamed), the language mix (every clean row), label-issue suspects (RUN/labels/), ingested rows
-per modality and status (RUN/ingest/), and a seeded 64-row spot check. A plot whose data this run does not have
-is replaced by one line saying why.
+and near-duplicate cluster sizes (stats.json), labels per split (every final row's label and split columns),
+characters per document (the bounded text scan: the header says whether it read all the text or a sample),
+tokens per document (the token rows, else the packed rows' doc_lens), the language mix (every clean row's `lang`),
+label-issue suspects (RUN/labels/), ingested rows per modality and status (RUN/ingest/), and a seeded 64-row spot
+check. A plot whose data this run does not have is replaced by one line saying why.
 
 Plots are matplotlib `Figure`s saved as SVG and inlined: no pyplot (no global backend, nothing to close), no
 JavaScript, no web fonts (glyphs are SVG paths), nothing fetched. Each SVG's ids get a per-plot prefix, since
@@ -31,7 +32,14 @@ from matplotlib.figure import Figure
 from ray_jobs import __version__, schema
 from ray_jobs.report.checks import Check, dataset_checks, utc
 from ray_jobs.report.scan import (
-    LABELS_SUMMARY, LANG, LENGTH_EDGES, NO_SPLIT, SPOT_CHECK_SEED, Lengths, RunData, gather,
+    LABELS_SUMMARY,
+    LANG,
+    LENGTH_EDGES,
+    NO_SPLIT,
+    SPOT_CHECK_SEED,
+    Lengths,
+    RunData,
+    gather,
 )
 from ray_jobs.report.summary import stage_detail
 from ray_jobs.rundir import write_atomic
@@ -103,7 +111,8 @@ def _meta(data: RunData) -> str:
         ("report written", utc(time.time())),
         ("last stage finished", utc(max(finished)) if finished else "no stage marker"),
         ("config fingerprint", data.config_fingerprint or "no config.toml"),
-        ("final rows", data.final_stage or ("ingested rows" if data.ingest else "none")),
+        ("final rows", f"{data.rows.rows:,} rows: {data.rows.final.where(data.run.root)}" if data.rows else "none"),
+        ("text scanned", data.text.coverage.describe() if data.text else "none"),
         ("ray_jobs", __version__),
     ]
     return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
@@ -185,15 +194,16 @@ def _labels(data: RunData) -> str:
 
 
 def _lengths(data: RunData) -> str:
-    if data.rows is None or not data.rows.rows:
+    if data.text is None or not data.text.rows:
         return _absent("lengths", "No final rows.")
-    out = _figure("chars", _plot_lengths(data.rows.chars, "characters per document"),
-                  "Characters per document of the final rows, overall and per label (share of rows per bin, "
-                  "8 bins per decade).")
+    text = data.text
+    out = _figure("chars", _plot_lengths(text.chars, "characters per document"),
+                  f"Characters per document of the final rows ({text.rows:,} rows; {text.coverage.describe()}), "
+                  "overall and per label (share of rows per bin, 8 bins per decade).")
     if data.tokens is None:
-        return out + "\n" + _absent("tokens", "No tokenize stage in this run: no token counts.")
+        return out + "\n" + _absent("tokens", "No token rows in this run (tokenize, pack): no token counts.")
     return out + "\n" + _figure("tokens", _plot_lengths(data.tokens.tokens, "tokens per document"),
-                                f"Tokens per document (tokenize stage, `num_tokens`, {data.tokens.rows:,} "
+                                f"Tokens per document ({data.tokens.source}, all {data.tokens.rows:,} "
                                 "documents), overall and per label.")
 
 
@@ -253,7 +263,7 @@ def _spot_check(data: RunData) -> str:
         return _absent("spot-check", "No final rows to sample.")
     extra = [c for c in (schema.SPLIT, data.rows.label_column, LANG) if c and c in data.rows.columns]
     rows = [[r[schema.ID], *[r.get(c) for c in extra], r["chars"], _short(r[schema.TEXT], 400)]
-            for _, _, r in data.rows.sample]
+            for r in data.rows.sample]
     return (f"<details>\n<summary>{len(rows)} of {data.rows.rows:,} final rows, chosen by the smallest "
             f"xxh3_64(id, seed {SPOT_CHECK_SEED:#x}): the same rows on every report of the same data</summary>\n"
             + _table(["id", *extra, "chars", "text"], rows, ["", *[""] * len(extra), "num", "text"])

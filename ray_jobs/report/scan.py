@@ -1,7 +1,20 @@
 """What the checklist and report.html need from a run directory, read from its files alone ("stats are data").
 
-Parquet is scanned in batches of BATCH_ROWS rows over only the columns needed, and only aggregates are kept
-(counts, fixed-bin length histograms, a 64-row sample), so memory does not grow with the corpus.
+The final rows are the kept rows of the last step that wrote text (`rundir.manifest.final_stage`: RUN/clean with
+the default plan) restricted to the ids of the last kept decisions after it (`final_decisions`: RUN/leakage),
+whose `split` they take when they lack one. The cost is bounded whatever the corpus (the report took 50 s on a
+1.1 GB run when every text went through the normaliser, 90 % of it):
+
+* counts, drops, tokens and packing come from stats.json and its recount (Parquet footers, a few numeric columns);
+* exact, columnar: the id, split and label columns of every final row (the label distribution, the null labels)
+  and the spot check (the 64 smallest xxh3_64(id, seed) of every id, then those 64 texts only), tokens per
+  document (RUN/tokenize's `num_tokens` when it holds rows, else the packed rows' `doc_lens`);
+* bounded: one scan of the text (null and empty texts, the normaliser, characters per document) over row groups
+  taken in a seeded order up to `output.report_scan_mb` MB of text; the page and each check it feeds say when that
+  was a sample.
+
+Row groups are read in batches of BATCH_ROWS rows over only the columns needed, and only aggregates are kept, so
+memory grows with the number of final rows (their id, split and label) and not with their text.
 """
 
 from __future__ import annotations
@@ -15,19 +28,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import xxhash
 
 from ray_jobs import schema
-from ray_jobs.rundir import INGEST, MANIFEST, RunDir
-from ray_jobs.rundir.manifest import config_fingerprint, file_entries, final_dirs, final_stage, ingest_kept_dirs
+from ray_jobs.config import OutputConfig, RunConfig, load_config
+from ray_jobs.rundir import INGEST, MANIFEST, ROWS, RunDir
+from ray_jobs.rundir.manifest import (
+    config_fingerprint,
+    file_entries,
+    final_decisions,
+    final_dirs,
+    final_stage,
+    ingest_kept_dirs,
+)
 from ray_jobs.rundir.stats import partition_counts, run_stats
-from ray_jobs.steps.split.ops import split_hashes
 from ray_jobs.steps.clean.normalize import NormalizeConfig, normalize_text
+from ray_jobs.steps.split.ops import split_hashes
 
 # 4096 documents of ~5 kB are ~20 MB of text in memory at a time.
 BATCH_ROWS = 4096
+MB = 1_000_000  # output.report_scan_mb and the page's figures: decimal megabytes
 # Length histograms: 8 log-spaced bins per decade from 1 to 10^7 (characters or tokens). A 0-length text falls in
 # the first bin (the checklist counts empty texts on its own), anything longer than 10^7 in the last.
 LENGTH_EDGES = 10 ** np.arange(0, 7.001, 0.125)
@@ -35,16 +59,22 @@ SPOT_CHECK_ROWS = 64
 # The spot check's own seed: split assigns rows by xxh3_64(id, split.seed), so the smallest hashes under that
 # seed would all be train rows (h / 2^64 < 0.9).
 SPOT_CHECK_SEED = 0x5EED_C4EC
+# The text scan's order of row groups: xxh3_64 of each group's smallest id (its footer statistics) under this
+# seed, so the sample is the same on every report of the same files and does not follow their names or order.
+SCAN_SEED = 0x5CA1_AB1E
 SPOT_CHECK_CHARS = 2000  # of each sampled text kept for the page
 TOP_ISSUES = 25
-LANG = "lang"  # the language column of the clean stage (stages/clean.py)
+LANG = "lang"  # the language column of the clean step
 LABEL = "label"  # the label column when the config names none
 NO_SPLIT, NULL_LABEL = "all", "(null)"
-# The labels stage's side tables (jobs/labels.py): the ranked suspects (id, label, predicted_label, p_given,
-# quality, rank, text) and the summary of what it decided with.
+ROW_GROUP = "row_group"  # of the final rows' table: where each row's text is (FinalRows.groups)
+# The labels step's side tables (steps/labels/barrier.py): the ranked suspects (id, label, predicted_label,
+# p_given, quality, rank, text) and the summary of what it decided with.
 ISSUES_DIR = Path("labels") / "_issues"
 ISSUE_COLUMNS = ("id", "label", "predicted_label", "p_given", "quality", "rank", "text")
 LABELS_SUMMARY = Path("labels") / "_summary.json"
+# The packed rows' provenance (steps/pack/ops.py): a document is the piece at offset 0, its tokens its doc_lens.
+DOC_IDS, DOC_OFFSETS, DOC_LENS = "doc_ids", "doc_offsets", "doc_lens"
 
 
 @dataclass
@@ -88,28 +118,127 @@ class Lengths:
             self.by_label.setdefault(name, Histogram()).add(values[codes == code])
 
 
+@dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group of the text rows, as a dataset fragment (with its partition, e.g. split=train): the
+    unit the reads here take or leave."""
+    fragment: pads.ParquetFileFragment
+    schema: pa.Schema  # its folder's columns, partition columns included (a file that lacks one reads nulls)
+    text_bytes: int  # its text column, uncompressed (footer)
+    key: int  # its place in the text scan's order: xxh3_64(its smallest id, SCAN_SEED)
+
+    def read(self, wanted: list[str | None], flt: pc.Expression | None = None) -> pa.Table:
+        return self.fragment.to_table(schema=self.schema, columns=self._columns(wanted), filter=flt,
+                                      use_threads=False)
+
+    def batches(self, wanted: list[str | None]) -> Iterator[pa.RecordBatch]:
+        return self.fragment.to_batches(schema=self.schema, columns=self._columns(wanted), batch_size=BATCH_ROWS,
+                                        use_threads=False)
+
+    def _columns(self, wanted: list[str | None]) -> list[str]:
+        return [c for c in dict.fromkeys(wanted) if c and c in self.schema.names]
+
+
+@dataclass
+class FinalRows:
+    """Every final row's id, split, label and row group (no text): the text rows' row groups restricted to the
+    ids of `decisions` (None: every text row is final). `label` is null where the row has none, and absent
+    without a label column; `split` is NO_SPLIT where neither the rows nor the decisions have one; `row_group`
+    indexes `groups`."""
+    paths: list[Path]
+    decisions: Path | None
+    label_column: str | None
+    columns: set[str]  # of the text rows and the decisions
+    groups: list[RowGroup]
+    table: pa.Table
+
+    def __post_init__(self) -> None:
+        # a hash index over the ids, built once (the planner applies decisions the same way); an id that repeats
+        # (a file copied after the run: the manifest check says so) maps to its first row
+        ids = pd.Index(self.table[schema.ID].to_pandas())
+        first = ~ids.duplicated()
+        self._index, self._rows = ids[first], np.flatnonzero(first)
+
+    def positions(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Each id's row in `table`, -1 where it is not a final row."""
+        found = self._index.get_indexer(ids.to_pandas())
+        return np.where(found >= 0, self._rows[found], -1)
+
+    def where(self, root: Path) -> str:
+        """The folders (relative to the run) and the decisions whose ids select the rows, for the page."""
+        where = ", ".join(p.relative_to(root).as_posix() for p in self.paths)
+        return where + (f" with an id in {self.decisions.relative_to(root).as_posix()}" if self.decisions else "")
+
+    def labels(self, pos: np.ndarray) -> pa.Array | None:
+        """The labels (NULL_LABEL for none) of the rows at `pos` (-1: not a final row, NULL_LABEL too)."""
+        if LABEL not in self.table.column_names:
+            return None
+        taken = self.table[LABEL].take(pa.array(pos, mask=pos < 0))
+        return pc.fill_null(taken, NULL_LABEL).combine_chunks()
+
+
 @dataclass
 class RowScan:
-    """Aggregates over the final rows: the last finished text stage's kept rows, or the ingested kept rows."""
-    paths: list[Path]
-    label_column: str | None
-    columns: set[str] = field(default_factory=set)
+    """Exact figures over every final row, from its id, split and label columns."""
+    final: FinalRows
+    rows: int = 0
+    null_label: int = 0  # null or empty
+    label_split: Counter = field(default_factory=Counter)  # (split, label) -> rows
+    sample: list[dict[str, Any]] = field(default_factory=list)  # the spot check, by (hash, id)
+
+    @property
+    def label_column(self) -> str | None:
+        return self.final.label_column
+
+    @property
+    def columns(self) -> set[str]:
+        return self.final.columns
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the final text folders' text the scan read (uncompressed bytes of the text column)."""
+    scanned_bytes: int
+    total_bytes: int
+    groups: int
+    total_groups: int
+    cap_mb: int
+
+    @property
+    def complete(self) -> bool:
+        return self.groups == self.total_groups
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"all {_mb(self.total_bytes)} of text scanned"
+        share = self.scanned_bytes / self.total_bytes if self.total_bytes else 1.0
+        return (f"a sample: scanned {_mb(self.scanned_bytes)} of {_mb(self.total_bytes)} of text ({share:.0%}, "
+                f"{self.groups:,} of {self.total_groups:,} row groups in a seeded order; output.report_scan_mb = "
+                f"{self.cap_mb})")
+
+
+@dataclass
+class TextScan:
+    """Figures that need the text, over the final rows of the scanned row groups (all of them, or a sample)."""
+    coverage: Coverage
     rows: int = 0
     null_text: int = 0
     empty_text: int = 0  # empty or whitespace only
-    null_label: int = 0  # null or empty
     changed_by_normalize: int = 0
     changed_ids: list[str] = field(default_factory=list)  # the first few, to look at with `ray-jobs inspect`
-    label_split: Counter = field(default_factory=Counter)  # (split, label) -> rows
     chars: Lengths = field(default_factory=Lengths)
-    sample: list[tuple[int, str, dict]] = field(default_factory=list)  # (hash, id, row), smallest hashes
+
+    def where(self) -> str:
+        """'' when every final row was scanned, else what part of them: for a check's detail."""
+        return "" if self.coverage.complete else f" ({self.coverage.describe()})"
 
 
 @dataclass
 class TokenScan:
-    """Tokens per document of the tokenize stage (`num_tokens`), and how many documents it cut (`truncated`)."""
+    """Tokens per document, and how many documents tokenize cut (`truncated`; None: not recorded)."""
+    source: str  # where the counts come from, for the page
     rows: int = 0
-    truncated: int = 0
+    truncated: int | None = 0
     tokens: Lengths = field(default_factory=Lengths)
 
 
@@ -118,6 +247,7 @@ class RunData:
     """Everything the checklist and the page show, read from one run directory."""
     run: RunDir
     config: dict[str, Any]  # RUN/config.toml as parsed TOML ({} when there is none: an ingest-only run)
+    run_config: RunConfig  # the same, resolved (the defaults when there is none): which steps the run enables
     config_fingerprint: str | None
     markers: dict[str, dict[str, Any]]  # every _SUCCESS.<name>: fingerprint and finish time
     stats: dict[str, Any] | None  # RUN/stats.json as written
@@ -125,8 +255,9 @@ class RunData:
     final_stage: str | None
     label_column: str | None
     rows: RowScan | None
+    text: TextScan | None
     tokens: TokenScan | None
-    langs: Counter | None  # (lang, status) -> rows over every row of the clean stage
+    langs: Counter | None  # (lang, status) -> rows over every row of the clean step
     ingest: dict[str, dict[str, int]]  # modality -> status -> rows
     issues_top: list[dict[str, Any]] | None  # the TOP_ISSUES most suspect labels, by rank
     issues_per_label: Counter | None  # given label -> suspects
@@ -143,16 +274,21 @@ def gather(run_dir: str | Path) -> RunData:
     config = _read_toml(run.root / "config.toml")
     stage = final_stage(run)
     paths = [run.kept_path(stage)] if stage else ingest_kept_dirs(run)
-    label_col = label_column(config, _column_names(paths))
+    decisions = final_decisions(run) if stage else None
+    columns = _column_names(paths + ([decisions] if decisions else []))
+    label_col = label_column(config, columns)
+    final = read_final(paths, decisions, label_col, columns) if paths else None
     issues = _issues_dir(run)
     return RunData(
         run=run, config=config, config_fingerprint=config_fingerprint(run),
+        run_config=load_config(run.root / "config.toml" if config else None),
         markers={p.name.removeprefix("_SUCCESS."): json.loads(p.read_text())
                  for p in sorted(run.root.glob("_SUCCESS.*"))},
         stats=_read_json(run.root / "stats.json"), stats_now=run_stats(run), final_stage=stage,
         label_column=label_col,
-        rows=scan_rows(paths, label_col, normalize_config(config)) if paths else None,
-        tokens=scan_tokens(run.stage_dir("tokenize"), label_col) if run.marker("tokenize").exists() else None,
+        rows=scan_rows(final) if final else None,
+        text=scan_text(final, normalize_config(config), scan_cap_mb(config)) if final else None,
+        tokens=scan_tokens(run, config, final),
         langs=value_counts(run.stage_dir("clean"), [LANG, schema.STATUS]) if run.marker("clean").exists() else None,
         ingest={d.name: partition_counts(d) for d in sorted((run.root / INGEST).iterdir()) if d.is_dir()}
         if (run.root / INGEST).is_dir() else {},
@@ -164,8 +300,8 @@ def gather(run_dir: str | Path) -> RunData:
 
 
 def _issues_dir(run: RunDir) -> Path | None:
-    """RUN/labels/_issues when the labels stage finished (never a stale stage's suspects), checked for the columns
-    the page shows; a stage that flagged nothing may have written no file."""
+    """RUN/labels/_issues when the labels step finished (never a stale step's suspects), checked for the columns
+    the page shows; a step that flagged nothing may have written no file."""
     path = run.root / ISSUES_DIR
     if not run.marker("labels").exists() or not path.is_dir():
         return None
@@ -173,7 +309,7 @@ def _issues_dir(run: RunDir) -> Path | None:
     missing = [c for c in ISSUE_COLUMNS if c not in ds.schema.names]
     if ds.files and missing:
         raise ValueError(f"{path} lacks columns {missing}: expected {list(ISSUE_COLUMNS)}, found {ds.schema.names}; "
-                         "it was written by another version of the labels stage: redo it with `ray-jobs labels "
+                         "it was written by another version of the labels step: redo it with `ray-jobs labels "
                          "--force`")
     return path
 
@@ -195,58 +331,169 @@ def normalize_config(config: dict[str, Any]) -> NormalizeConfig:
     return NormalizeConfig(**config.get("clean", {}).get("normalize", {}))
 
 
-def scan_rows(paths: list[Path], label_col: str | None, norm: NormalizeConfig) -> RowScan:
-    scan = RowScan(paths, label_col)
-    for path in paths:
-        for batch in _batches(path, [schema.ID, schema.TEXT, label_col, schema.SPLIT, LANG]):
-            _scan_batch(scan, batch, norm)
-    scan.sample.sort(key=lambda s: s[:2])
+def scan_cap_mb(config: dict[str, Any]) -> int:
+    """output.report_scan_mb of the run (the default when its config predates it); 0 = scan everything."""
+    return config.get("output", {}).get("report_scan_mb", OutputConfig.report_scan_mb)
+
+
+# ------------------------------------------------------------------------------ exact: id, split and label
+
+
+def read_final(paths: list[Path], decisions: Path | None, label_col: str | None, columns: set[str]) -> FinalRows:
+    """The id, split and label columns of every final row (see FinalRows); `columns`: what the folders hold."""
+    groups = row_groups(paths)
+    wanted = [schema.ID, schema.SPLIT, label_col]
+    tables = [g.read(wanted) for g in groups]
+    tables = [t.append_column(ROW_GROUP, pa.array(np.full(len(t), k, np.int32))) for k, t in enumerate(tables)]
+    empty = pa.table({schema.ID: pa.array([], pa.string()), ROW_GROUP: pa.array([], pa.int32())})
+    # ingested modalities differ in columns: a column one lacks is null there
+    rows = pa.concat_tables(tables or [empty], promote_options="default")
+    dec = _read_columns(decisions, [schema.ID, schema.SPLIT]) if decisions else None
+    return FinalRows(paths, decisions, label_col, columns, groups, final_table(rows, dec, label_col))
+
+
+def final_table(rows: pa.Table, decisions: pa.Table | None, label_col: str | None) -> pa.Table:
+    """id, split, label, row_group (see FinalRows) of `rows` whose id `decisions` lists, with the decisions'
+    columns the rows lack. Arrow's hash join: the output order is not the input's, which no figure depends on."""
+    if decisions is not None:
+        extra = [c for c in decisions.column_names if c not in rows.column_names]
+        rows = rows.join(decisions.select([schema.ID, *extra]), keys=schema.ID, join_type="inner", use_threads=False)
+    n = len(rows)
+    split = rows[schema.SPLIT] if schema.SPLIT in rows.column_names else pa.nulls(n, pa.string())
+    out = {schema.ID: rows[schema.ID], schema.SPLIT: pc.fill_null(pc.cast(split, pa.string()), NO_SPLIT),
+           ROW_GROUP: rows[ROW_GROUP]}
+    if label_col:
+        raw = rows[label_col] if label_col in rows.column_names else pa.nulls(n, pa.string())
+        out[LABEL] = pc.cast(raw, pa.string())
+    return pa.table(out)
+
+
+def scan_rows(final: FinalRows) -> RowScan:
+    t = final.table
+    scan = RowScan(final, rows=len(t))
+    if LABEL in t.column_names:
+        scan.null_label = t[LABEL].null_count + _count(pc.equal(pc.utf8_trim_whitespace(t[LABEL]), ""))
+        t = t.set_column(t.schema.get_field_index(LABEL), LABEL, pc.fill_null(t[LABEL], NULL_LABEL))
+    else:
+        t = t.append_column(LABEL, pa.nulls(len(t), pa.string()))
+    _count_groups(scan.label_split, t, [schema.SPLIT, LABEL])
+    scan.sample = spot_check_rows(final)
     return scan
 
 
-def _scan_batch(scan: RowScan, batch: pa.RecordBatch, norm: NormalizeConfig) -> None:
-    n = batch.num_rows
-    names = set(batch.schema.names)
-    scan.columns |= names
-    scan.rows += n
-    text = batch.column(schema.TEXT) if schema.TEXT in names else pa.nulls(n, pa.string())
+def spot_check_rows(final: FinalRows) -> list[dict[str, Any]]:
+    """The SPOT_CHECK_ROWS final rows with the smallest xxh3_64(id, SPOT_CHECK_SEED), in that order: a sample of
+    every final row that does not depend on the files' order or layout. Texts are read only from the row groups
+    that hold a chosen row (at most 64 of them, where a filter over every file decoded all the text: 0.5 s per
+    100 MB)."""
+    ids = final.table[schema.ID]
+    hashes = split_hashes(ids, SPOT_CHECK_SEED)
+    k = min(SPOT_CHECK_ROWS, len(hashes))
+    if not k:
+        return []
+    idx = np.argpartition(hashes, k - 1)[:k] if len(hashes) > k else np.arange(k)
+    chosen = final.table.take(pa.array(idx)).append_column("_h", pa.array(hashes[idx]))
+    chosen = chosen.sort_by([("_h", "ascending"), (schema.ID, "ascending")]).drop_columns(["_h"])
+    ids = chosen[schema.ID].to_pylist()
+    texts: dict[str, dict[str, Any]] = {}
+    for g in sorted(set(chosen[ROW_GROUP].to_pylist())):
+        for row in final.groups[g].read([schema.ID, schema.TEXT, LANG], pc.field(schema.ID).isin(ids)).to_pylist():
+            texts[row[schema.ID]] = row
+    out = []
+    for row in chosen.to_pylist():
+        text = texts.get(row[schema.ID], {}).get(schema.TEXT) or ""
+        lang = {LANG: texts.get(row[schema.ID], {}).get(LANG)} if LANG in final.columns else {}
+        label = {final.label_column: row[LABEL]} if final.label_column else {}
+        out.append({schema.ID: row[schema.ID], schema.SPLIT: row[schema.SPLIT], **label, **lang,
+                    schema.TEXT: text[:SPOT_CHECK_CHARS], "chars": len(text)})
+    return out
+
+
+# ------------------------------------------------------------------------------ bounded: the text
+
+
+def row_groups(paths: list[Path]) -> list[RowGroup]:
+    """Every row group of the text rows in file order, from the footers: its text bytes and its scan key."""
+    groups = []
+    for path in paths:
+        ds = _dataset(path)
+        for fragment in ds.get_fragments():
+            meta = fragment.metadata
+            names = [meta.schema.column(j).path for j in range(meta.num_columns)]
+            for group in fragment.split_by_row_group():
+                i = group.row_groups[0].id
+                rg = meta.row_group(i)
+                text = rg.column(names.index(schema.TEXT)).total_uncompressed_size if schema.TEXT in names else 0
+                stats = rg.column(names.index(schema.ID)).statistics if schema.ID in names else None
+                # a writer without statistics: the file's place instead (still seeded, no longer layout-free)
+                first = stats.min if stats is not None and stats.has_min_max else \
+                    f"{Path(fragment.path).relative_to(path)}#{i}"
+                key = xxhash.xxh3_64_intdigest(str(first).encode(), seed=SCAN_SEED)
+                groups.append(RowGroup(group, ds.schema, text, key))
+    return groups
+
+
+def choose_groups(groups: list[RowGroup], cap_bytes: int) -> list[int]:
+    """Which row groups (their indices) the text scan reads: in seeded order while their text fits in `cap_bytes`
+    (the first always: a sample of no row says nothing); all of them when cap_bytes is 0."""
+    ordered = sorted(range(len(groups)), key=lambda k: groups[k].key)
+    if not cap_bytes:
+        return ordered
+    taken, total = [], 0
+    for k in ordered:
+        if taken and total + groups[k].text_bytes > cap_bytes:
+            break
+        taken.append(k)
+        total += groups[k].text_bytes
+    return taken
+
+
+def scan_text(final: FinalRows, norm: NormalizeConfig, cap_mb: int) -> TextScan:
+    groups = final.groups
+    chosen = sorted(choose_groups(groups, cap_mb * MB))  # read in file order
+    scan = TextScan(Coverage(sum(groups[k].text_bytes for k in chosen), sum(g.text_bytes for g in groups),
+                             len(chosen), len(groups), cap_mb))
+    for k in chosen:
+        for batch in groups[k].batches([schema.ID, schema.TEXT]):
+            _scan_text_batch(scan, batch, final, norm)
+    return scan
+
+
+def _scan_text_batch(scan: TextScan, batch: pa.RecordBatch, final: FinalRows, norm: NormalizeConfig) -> None:
+    pos = final.positions(batch.column(schema.ID))
+    keep = pa.array(pos >= 0)
+    ids = pc.filter(batch.column(schema.ID), keep)
+    text = pc.filter(batch.column(schema.TEXT), keep) if schema.TEXT in batch.schema.names else \
+        pa.nulls(len(ids), pa.string())
+    scan.rows += len(ids)
     scan.null_text += text.null_count
     scan.empty_text += _count(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
     changed = pc.fill_null(pc.not_equal(normalize_text(text, norm), text), False)
     scan.changed_by_normalize += _count(changed)
     if len(scan.changed_ids) < 5:
-        scan.changed_ids += pc.filter(batch.column(schema.ID), changed).slice(0, 5 - len(scan.changed_ids)).to_pylist()
-
-    labels = None
-    if scan.label_column:
-        raw = batch.column(scan.label_column) if scan.label_column in names else pa.nulls(n, pa.string())
-        labels = pc.cast(raw, pa.string())
-        scan.null_label += labels.null_count + _count(pc.equal(pc.utf8_trim_whitespace(labels), ""))
-        labels = pc.fill_null(labels, NULL_LABEL)
-    split = batch.column(schema.SPLIT) if schema.SPLIT in names else pa.array([NO_SPLIT] * n, pa.string())
-    keys = {"split": split, "label": labels if labels is not None else pa.nulls(n, pa.string())}
-    _count_groups(scan.label_split, pa.table(keys), ["split", "label"])
-    scan.chars.add(pc.utf8_length(pc.fill_null(text, "")).to_numpy(zero_copy_only=False), labels)
-    _sample(scan, batch)
+        scan.changed_ids += pc.filter(ids, changed).slice(0, 5 - len(scan.changed_ids)).to_pylist()
+    scan.chars.add(pc.utf8_length(pc.fill_null(text, "")).to_numpy(zero_copy_only=False),
+                   final.labels(pos[pos >= 0]))
 
 
-def _sample(scan: RowScan, batch: pa.RecordBatch) -> None:
-    """Keep the SPOT_CHECK_ROWS rows with the smallest xxh3_64(id, SPOT_CHECK_SEED): a sample that does not
-    depend on the order or layout of the files, and never holds more than 2 x 64 rows."""
-    hashes = split_hashes(batch.column(schema.ID), SPOT_CHECK_SEED)
-    k = min(SPOT_CHECK_ROWS, len(hashes))
-    if not k:
-        return
-    idx = np.argpartition(hashes, k - 1)[:k] if len(hashes) > k else np.arange(k)
-    for i, row in zip(idx, batch.take(pa.array(idx)).to_pylist()):
-        text = row.get(schema.TEXT) or ""
-        row[schema.TEXT], row["chars"] = text[:SPOT_CHECK_CHARS], len(text)
-        scan.sample.append((int(hashes[i]), row[schema.ID], row))
-    scan.sample = sorted(scan.sample, key=lambda s: s[:2])[:SPOT_CHECK_ROWS]
+# ------------------------------------------------------------------------------ tokens
 
 
-def scan_tokens(stage_dir: Path, label_col: str | None) -> TokenScan:
-    scan = TokenScan()
+def scan_tokens(run: RunDir, config: dict[str, Any], final: FinalRows | None) -> TokenScan | None:
+    """Tokens per document: RUN/tokenize's rows when the run kept them (`num_tokens`, `truncated`), else the
+    packed rows (`doc_lens` of each document's first piece; `truncated` is not recorded there, except that
+    tokenize.max_length = 0 cuts nothing); None when neither holds token rows."""
+    if (run.marker_info("tokenize") or {}).get("output") == ROWS:
+        return _token_rows(run.stage_dir("tokenize"), final.label_column if final else None)
+    pack = run.stage_dir("pack")
+    if (run.marker_info("pack") or {}).get("output") == ROWS and DOC_LENS in _dataset(pack).schema.names:
+        cut = 0 if config.get("tokenize", {}).get("max_length", 0) == 0 else None
+        return _packed_documents(pack, final, cut)
+    return None
+
+
+def _token_rows(stage_dir: Path, label_col: str | None) -> TokenScan:
+    scan = TokenScan("tokenize step, `num_tokens`")
     for batch in _batches(stage_dir, ["num_tokens", "truncated", label_col]):
         names = batch.schema.names
         labels = None
@@ -256,6 +503,23 @@ def scan_tokens(stage_dir: Path, label_col: str | None) -> TokenScan:
         scan.truncated += _count(batch.column("truncated")) if "truncated" in names else 0
         scan.tokens.add(batch.column("num_tokens").to_numpy(zero_copy_only=False), labels)
     return scan
+
+
+def _packed_documents(pack_dir: Path, final: FinalRows | None, truncated: int | None) -> TokenScan:
+    """One document per piece at doc_offsets == 0, its tokens its doc_lens; labels through its id."""
+    scan = TokenScan("packed rows, `doc_lens` of each document's first piece", truncated=truncated)
+    for batch in _batches(pack_dir, [DOC_IDS, DOC_OFFSETS, DOC_LENS]):
+        first = pc.equal(pc.list_flatten(batch.column(DOC_OFFSETS)), 0)
+        lens = pc.filter(pc.list_flatten(batch.column(DOC_LENS)), first).to_numpy(zero_copy_only=False)
+        labels = None
+        if final is not None and final.label_column:
+            labels = final.labels(final.positions(pc.filter(pc.list_flatten(batch.column(DOC_IDS)), first)))
+        scan.rows += len(lens)
+        scan.tokens.add(lens, labels)
+    return scan
+
+
+# ------------------------------------------------------------------------------ helpers
 
 
 def value_counts(path: Path, columns: list[str]) -> Counter | None:
@@ -288,6 +552,10 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
     return int(pc.sum(mask).as_py() or 0)
 
 
+def _mb(n: int) -> str:
+    return f"{n / MB:,.1f} MB"
+
+
 def _dataset(path: Path) -> pads.Dataset:
     return pads.dataset(str(path), format="parquet", partitioning="hive", exclude_invalid_files=True)
 
@@ -300,6 +568,13 @@ def _batches(path: Path, wanted: list[str | None]) -> Iterator[pa.RecordBatch]:
     # file it stays at 5 MB. Partition columns (split=...) still come from the fragment's path.
     for fragment in ds.get_fragments():
         yield from fragment.to_batches(schema=ds.schema, columns=columns, batch_size=BATCH_ROWS, use_threads=False)
+
+
+def _read_columns(path: Path, wanted: list[str | None]) -> pa.Table:
+    """Only `wanted` columns (those the rows have) of every row under `path`, partition columns included."""
+    ds = _dataset(path)
+    columns = [c for c in dict.fromkeys(wanted) if c and c in ds.schema.names]
+    return pa.Table.from_batches(list(_batches(path, columns)), schema=pa.schema([ds.schema.field(c) for c in columns]))
 
 
 def _column_names(paths: list[Path]) -> set[str]:

@@ -1,4 +1,9 @@
-"""The end-of-run summary table (from stats.json) and `inspect`'s sample rows."""
+"""The end-of-run summary table (from stats.json) and `inspect`'s sample rows.
+
+A step that wrote decisions (one row per id, no text: dedup, split, leakage inside a plan) is inspected with its
+rows' texts, read for the shown ids only from the text rows that step decided on (RUN/clean/status=kept with the
+default plan): see `with_text`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ray_jobs import schema
+from ray_jobs.rundir import DECISIONS, ROWS, RunDir
+
+# The columns `inspect` prints of each row (besides the text).
+SHOWN = (schema.ID, schema.STATUS, schema.SPLIT, "lang", "lang_score", "label", schema.ERROR, "duplicate_of",
+         "num_tokens", schema.SOURCE)
 
 
 def stage_detail(s: dict[str, Any]) -> str:
@@ -47,7 +57,8 @@ def format_summary(stats: dict[str, Any]) -> str:
 
 
 def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
-    """The first `n` rows under a stage folder (or a file), optionally only those with status/split == reason."""
+    """The first `n` rows under a stage folder (or a file), optionally only those with status/split == reason: the
+    folder's partition (a split step's decisions also carry a `status` column, always kept)."""
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{p} does not exist; give a run's stage folder (e.g. RUN/clean) or a Parquet file")
@@ -55,11 +66,55 @@ def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
     names = ds.schema.names
     flt = None
     if reason is not None:
-        col = schema.STATUS if schema.STATUS in names else schema.SPLIT if schema.SPLIT in names else None
+        parts = [d.name.split("=", 1)[0] for d in sorted(p.glob("*=*")) if d.is_dir()]
+        col = next((c for c in (*parts, schema.STATUS, schema.SPLIT) if c in names), None)
         if col is None:
             raise ValueError(f"--reason needs a status or split partition under {p}; found columns {names}")
         flt = pc.field(col) == reason
-    return ds.head(n, filter=flt)
+    return with_text(p, ds.head(n, filter=flt))
+
+
+def with_text(path: Path, rows: pa.Table) -> pa.Table:
+    """`rows` read under `path` with their texts when `path` is in the folder of a step that wrote decisions:
+    the text and the printed columns they lack, from the text rows that step decided on, for these ids only (a
+    dataset filter on id). Anything else comes back as it is."""
+    source = decided_on(path)
+    if source is None or not len(rows) or schema.TEXT in rows.column_names or schema.ID not in rows.column_names:
+        return rows
+    ds = pads.dataset(str(source), format="parquet", partitioning="hive", exclude_invalid_files=True)
+    cols = [schema.ID, schema.TEXT] + [c for c in SHOWN if c in ds.schema.names and c not in rows.column_names]
+    texts = ds.to_table(columns=list(dict.fromkeys(cols)), filter=pc.field(schema.ID).isin(rows[schema.ID]))
+    return attach(rows, texts)
+
+
+def decided_on(path: Path) -> Path | None:
+    """The kept text rows a decisions folder's step read: the last step before it in its run that wrote rows with
+    their text (the run is the nearest folder above `path` with _SUCCESS markers); None for any other folder."""
+    from ray_jobs.steps.registry import get
+
+    root = next((d for d in (path, *path.parents) if d.is_dir() and any(d.glob("_SUCCESS.*"))), None)
+    if root is None or root == path:
+        return None
+    run, step = RunDir(root), path.relative_to(root).parts[0]
+    done = run.done_steps()
+    if step not in done or (run.marker_info(step) or {}).get("output") != DECISIONS:
+        return None
+    text = [s for s in done[:done.index(step)]
+            if get(s).carries_text and (run.marker_info(s) or {}).get("output") == ROWS]
+    if not text:
+        raise ValueError(f"{path} holds decisions (ids, no text) of the {step} step, but no step before it in "
+                         f"{root} wrote rows with their text (markers: {', '.join(done)}); the run is incomplete: "
+                         "re-run `ray-jobs run` with its config")
+    return run.kept_path(text[-1])
+
+
+def attach(rows: pa.Table, extra: pa.Table) -> pa.Table:
+    """`rows` in their order with the columns of `extra` they lack, matched on id (null where `extra` has none)."""
+    pos = pc.index_in(rows[schema.ID], value_set=extra[schema.ID])
+    for col in extra.column_names:
+        if col not in rows.column_names:
+            rows = rows.append_column(col, extra[col].take(pos))
+    return rows
 
 
 def cluster_members(stage_dir: str | Path, cluster_id: str) -> tuple[pa.Table, list[float]]:
@@ -79,6 +134,7 @@ def cluster_members(stage_dir: str | Path, cluster_id: str) -> tuple[pa.Table, l
     ids = pads.dataset(str(d / "_clusters"), format="parquet").to_table(
         columns=[schema.ID], filter=pc.field("cluster_id") == cluster_id)[schema.ID]
     rows = pads.dataset(str(d), format="parquet", partitioning="hive").to_table(filter=pc.field(schema.ID).isin(ids))
+    rows = with_text(d, rows)
     if not len(rows):
         raise ValueError(f"no cluster {cluster_id!r} under {d}; `ray-jobs inspect {d} --cluster largest` shows one")
     rep_first = pc.sort_indices(pa.table({"r": pc.not_equal(rows[schema.ID], cluster_id), "id": rows[schema.ID]}),
@@ -117,9 +173,7 @@ def format_rows(table: pa.Table, width: int = 100) -> str:
     out = []
     for row in table.to_pylist():
         text = row.pop(schema.TEXT, None)
-        head = "  ".join(f"{k}={_short(v)}" for k, v in row.items() if k in (
-            schema.ID, schema.STATUS, schema.SPLIT, "lang", "lang_score", "label", schema.ERROR, "duplicate_of",
-            "num_tokens", schema.SOURCE))
+        head = "  ".join(f"{k}={_short(v)}" for k, v in row.items() if k in SHOWN)
         out.append(head)
         if text is not None:
             out.append(textwrap.indent(textwrap.shorten(text, 400, placeholder=" …") or "(empty)", "    "))

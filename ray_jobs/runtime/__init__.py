@@ -218,7 +218,8 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data
     if p.is_dir() and not any(f for f in p.rglob("*.parquet")
                               if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)):
         return ray.data.from_items([])
-    return ray.data.read_parquet(str(path), file_extensions=["parquet"], columns=columns)
+    ds = ray.data.read_parquet(str(path), file_extensions=["parquet"])
+    return ds.select_columns(columns) if columns else ds  # projected into the read: other columns are not read
 
 
 def from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import ray
 import ray.data
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
@@ -20,7 +21,9 @@ def fit(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray
         keep_checkpoints: int) -> None:
     """Ray Train: `num_workers` TorchTrainer workers run `loop`, each streaming its shard of `datasets`
     (`get_dataset_shard`); checkpoints and Ray Train's own state go to storage/name. The datasets are split
-    between the workers by Ray Data's streaming split: nothing is materialised."""
+    between the workers by Ray Data's streaming split (equal=True: the same number of rows each, so every worker
+    makes the same number of steps): nothing is materialised. A dataset can be a pipeline pass still running.
+    """
     resources = {"CPU": cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config, datasets=datasets,
@@ -28,6 +31,11 @@ def fit(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray
         run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)))
     trainer.fit()
+
+
+def cluster_cpus() -> float:
+    """CPUs of the Ray cluster this process is connected to (all nodes)."""
+    return float(ray.cluster_resources().get("CPU", 0.0))
 
 
 class Collate(ArrowBatchCollateFn):

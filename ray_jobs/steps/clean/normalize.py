@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+
 @dataclass(frozen=True)
 class NormalizeConfig:
     # NFC keeps compatibility characters (ligatures, full-width forms) as written; NFKC folds them, which also
@@ -17,7 +18,8 @@ class NormalizeConfig:
     def __post_init__(self) -> None:
         forms = ("NFC", "NFKC", "NFD", "NFKD", "none")
         if self.unicode_form not in forms:
-            raise ValueError(f"clean.normalize.unicode_form must be one of {', '.join(forms)}; got {self.unicode_form!r}")
+            raise ValueError(f"clean.normalize.unicode_form must be one of {', '.join(forms)}; "
+                             f"got {self.unicode_form!r}")
 
 # Control characters other than tab and newline (C0, DEL, C1), zero-width spaces and the BOM: invisible
 # characters that break tokenisation and exact-duplicate hashing.

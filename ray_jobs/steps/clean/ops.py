@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import schema
-from ray_jobs.steps.clean.config import CleanConfig
 from ray_jobs.steps.base import Stage
+from ray_jobs.steps.clean.config import CleanConfig
 from ray_jobs.steps.clean.langid import LanguageDetector, detect_table
 from ray_jobs.steps.clean.normalize import normalize_text
 from ray_jobs.steps.clean.quality import drop_reasons

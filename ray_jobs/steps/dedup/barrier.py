@@ -31,19 +31,43 @@ import pyarrow.compute as pc
 from rensa import RMinHash
 
 from ray_jobs import runtime, schema
+from ray_jobs.config import RunConfig
 from ray_jobs.runtime import Dataset
 from ray_jobs.steps.base import Stage
-from ray_jobs.config import InputConfig, RunConfig
-from ray_jobs.steps.dedup.config import DedupConfig, NearDedupConfig
 from ray_jobs.steps.dedup.components import (
-    CLUSTER, REP, SAME, SIZE, both_directions, choose_representatives, count_markers, large_star, small_star,
-    star_labels, union_find_labels,
+    CLUSTER,
+    REP,
+    SAME,
+    SIZE,
+    both_directions,
+    choose_representatives,
+    count_markers,
+    large_star,
+    small_star,
+    star_labels,
+    union_find_labels,
 )
+from ray_jobs.steps.dedup.config import DedupConfig, NearDedupConfig
 from ray_jobs.steps.dedup.exact import (
-    BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, ExactHashStage, keep_lowest_id, with_bucket,
+    BUCKET,
+    DUPLICATE_OF,
+    EXACT_DUPLICATE,
+    ExactHashStage,
+    keep_lowest_id,
+    with_bucket,
 )
 from ray_jobs.steps.dedup.lsh import (
-    HASH, ID_COLUMNS, KEYS, NODE, OLD, PART, RANK, SIG, SignatureStage, bucket_edges, explode_bands,
+    HASH,
+    ID_COLUMNS,
+    KEYS,
+    NODE,
+    OLD,
+    PART,
+    RANK,
+    SIG,
+    SignatureStage,
+    bucket_edges,
+    explode_bands,
 )
 
 log = logging.getLogger("ray_jobs")

@@ -21,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ray_jobs import schema
-from ray_jobs.steps.dedup.lsh import A, B, HASH, NODE, OLD, PART, RANK, partition_of
+from ray_jobs.steps.dedup.lsh import HASH, NODE, OLD, PART, RANK, A, B, partition_of
 
 LABEL = "_label"
 CLUSTER, REP, SIZE, SAME = "_cluster", "_rep", "_size", "_same"

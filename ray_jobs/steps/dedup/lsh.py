@@ -15,17 +15,15 @@ two collide is ~3 % and the cost is one document wrongly merged into a cluster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import schema
-from ray_jobs.steps.dedup.exact import text_hashes
-from ray_jobs.steps.dedup.config import NearDedupConfig
-from ray_jobs.steps.dedup.minhash import band_keys, jaccard_estimate, signatures
 from ray_jobs.steps.base import Stage
+from ray_jobs.steps.dedup.config import NearDedupConfig
+from ray_jobs.steps.dedup.exact import text_hashes
+from ray_jobs.steps.dedup.minhash import band_keys, jaccard_estimate, signatures
 
 NODE, HASH, RANK, OLD, KEYS, SIG = "_node", "_hash", "_rank", "_old", "_keys", "_sig"
 BAND, KEY, PART = "_band", "_key", "_part"

@@ -208,8 +208,8 @@ def _window_hashes(units: np.ndarray, offsets: np.ndarray, first: int, last: int
 
 def _windows(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig, chunk_units: int, chunk_docs: int):
     """(first, last, window hashes, starts) per run of at most chunk_docs documents holding about chunk_units
-    units (at least one document). The buffers are reused from run to run: written in the cache, not page-faulted afresh (a flat
-    buffer for a whole 10 MB batch made the kernel 1.6x slower)."""
+    units (at least one document). The buffers are reused from run to run: written in the cache, not page-faulted
+    afresh (a flat buffer for a whole 10 MB batch made the kernel 1.6x slower)."""
     units, offsets = _units(text, cfg.shingle)
     docs = len(offsets) - 1
     longest = int(np.diff(offsets).max()) + 1 if docs else 1

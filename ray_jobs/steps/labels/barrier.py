@@ -25,11 +25,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import runtime, schema
-from ray_jobs.runtime import Dataset
 from ray_jobs.config import LabelsConfig, RunConfig
+from ray_jobs.runtime import Dataset
 from ray_jobs.steps.labels import detect
 from ray_jobs.steps.labels.model import (
-    X_INDICES, X_VALUES, FeaturizeStage, class_index, num_features, predict, train_fold,
+    X_INDICES,
+    X_VALUES,
+    FeaturizeStage,
+    class_index,
+    num_features,
+    predict,
+    train_fold,
 )
 from ray_jobs.steps.split.ops import split_hashes
 

@@ -20,9 +20,9 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import FeatureUnion
 
 from ray_jobs import schema
+from ray_jobs.steps.base import Stage
 from ray_jobs.steps.labels.config import LabelsConfig
 from ray_jobs.steps.split.ops import split_hashes
-from ray_jobs.steps.base import Stage
 
 X_INDICES, X_VALUES, FOLD, Y = "_x_indices", "_x_values", "label_fold", "_y"
 

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 
 from ray_jobs import runtime, schema
 from ray_jobs.config import InputConfig, RunConfig
-from ray_jobs.runtime import Dataset
 from ray_jobs.errors import UserError
+from ray_jobs.runtime import Dataset
 from ray_jobs.steps.dedup.lsh import KEYS, PART, SIG, explode_bands
 from ray_jobs.steps.leakage.ops import EVAL, cross_split_pairs, leak_docs, mark_leaked, unique_pairs
 

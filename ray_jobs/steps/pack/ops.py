@@ -128,9 +128,12 @@ def pack(ids: pa.ListArray, labels: pa.ListArray, seq_len: int, pad_id: int,
     if doc_ids is not None:
         offsets = pa.array(row_start.astype(np.int32))
         piece_doc = pa.array(doc[by_row])
-        table = (table.append_column(DOC_IDS, pa.ListArray.from_arrays(offsets, doc_ids.take(piece_doc)))
-                 .append_column(DOC_OFFSETS, pa.ListArray.from_arrays(offsets, pa.array(start[by_row].astype(np.int32))))
-                 .append_column(DOC_LENS, pa.ListArray.from_arrays(offsets, pa.array(lengths[doc[by_row]].astype(np.int32)))))
+        def listed(values: pa.Array) -> pa.ListArray:
+            return pa.ListArray.from_arrays(offsets, values)
+
+        table = (table.append_column(DOC_IDS, listed(doc_ids.take(piece_doc)))
+                 .append_column(DOC_OFFSETS, listed(pa.array(start[by_row].astype(np.int32))))
+                 .append_column(DOC_LENS, listed(pa.array(lengths[doc[by_row]].astype(np.int32)))))
     return table, PackStats(rows=rows, documents=len(np.unique(doc)), tokens=total,
                             padding=rows * seq_len - total, cropped=cropped)
 

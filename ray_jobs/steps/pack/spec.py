@@ -8,7 +8,15 @@ import pyarrow.parquet as pq
 
 from ray_jobs import schema
 from ray_jobs.steps.pack.ops import (
-    CU_SEQLENS, DOC_IDS, DOC_LENS, DOC_OFFSETS, INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS, pack_split_rows,
+    CU_SEQLENS,
+    DOC_IDS,
+    DOC_LENS,
+    DOC_OFFSETS,
+    INPUT_IDS,
+    LABELS,
+    POSITION_IDS,
+    SEQ_LENS,
+    pack_split_rows,
 )
 from ray_jobs.steps.registry import ROW, Step
 
@@ -52,7 +60,7 @@ def _ops(cfg):
 
 
 STEP = Step(
-    name="pack", section="pack", kind=ROW, partition=schema.SPLIT, carries_text=False,
+    name="pack", section="pack", kind=ROW, partition=schema.SPLIT, carries_text=False, needs_text=False,
     doc="token rows into fixed seq_len rows (best-fit decreasing), per-document positions and cu_seqlens",
     adds=(INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS, CU_SEQLENS, DOC_IDS, DOC_OFFSETS, DOC_LENS),
     enabled=lambda cfg: cfg.pack.enabled, ops=_ops, stats=_stats,

@@ -9,7 +9,13 @@ from ray_jobs import runtime
 from ray_jobs.config import RunConfig
 from ray_jobs.runtime import Dataset
 from ray_jobs.steps.split.ops import (
-    AssignSplitStage, SplitKeyStage, SplitPlan, bin_counts, boundary_bins, boundary_filter, plan_from_boundaries,
+    AssignSplitStage,
+    SplitKeyStage,
+    SplitPlan,
+    bin_counts,
+    boundary_bins,
+    boundary_filter,
+    plan_from_boundaries,
     sum_bin_counts,
 )
 

@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import xxhash
 
 from ray_jobs import schema
-from ray_jobs.steps.split.config import SplitConfig
 from ray_jobs.steps.base import Stage
+from ray_jobs.steps.split.config import SplitConfig
 
 HASH = "_split_hash"
 BIN = "_split_bin"

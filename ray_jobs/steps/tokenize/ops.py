@@ -14,9 +14,10 @@ import pyarrow as pa
 from jinja2 import TemplateError
 
 from ray_jobs import schema
-from ray_jobs.steps.tokenize.config import TokenizeConfig
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.tokenize.chat import IGNORE, ChatEncoder, template_from
+from ray_jobs.steps.tokenize.config import TokenizeConfig
+from ray_jobs.steps.tokenize.fast_bpe import FastBPE, load_fast_encoder
 from ray_jobs.steps.tokenize.tokenizer import load_tokenizer, resolve_eos
 
 INPUT_IDS = "input_ids"
@@ -45,9 +46,11 @@ class TokenizeStage(Stage):
         self._tok = None
         self._eos: int | None = None
         self._chat: ChatEncoder | None = None
+        self._fast: FastBPE | None = None
 
     def setup(self) -> None:
         self._tok = load_tokenizer(self.cfg.tokenizer)
+        self._fast = load_fast_encoder(self.cfg.tokenizer) if self.cfg.fast_bpe else None
         self._eos = resolve_eos(self._tok, self.cfg.eos_token) if self.cfg.add_eos else None
         if self.cfg.format == "chat":
             self._chat_encoder()
@@ -85,10 +88,14 @@ class TokenizeStage(Stage):
 
     def _text_rows(self, table: pa.Table):
         texts = [t or "" for t in table[schema.TEXT].to_pylist()]
-        encs = self._tok.encode_batch_fast(texts, add_special_tokens=False)
+        if self._fast is not None:
+            encoded = self._fast.encode_batch(texts)
+        else:
+            encoded = [np.asarray(e.ids, dtype=np.int32)
+                       for e in self._tok.encode_batch_fast(texts, add_special_tokens=False)]
         budget = (self.cfg.max_length or 1 << 62) - (self._eos is not None)
-        ids = [np.asarray(e.ids[:budget], dtype=np.int32) for e in encs]
-        full = np.fromiter((len(e.ids) + (self._eos is not None) for e in encs), dtype=np.int64, count=len(encs))
+        ids = [a[:budget] for a in encoded]
+        full = np.fromiter((len(a) + (self._eos is not None) for a in encoded), dtype=np.int64, count=len(encoded))
         if self._eos is not None:
             ids = [np.append(a, np.int32(self._eos)) for a in ids]
         return ids, ids, full, None

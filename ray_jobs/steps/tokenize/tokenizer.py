@@ -43,7 +43,8 @@ def _byte_level_bpe(folder: Path) -> Tokenizer:
     if cfg_path.is_file():
         cfg = json.loads(cfg_path.read_text())
         vocab = tok.get_vocab()
-        special = [t for t, i in sorted(vocab.items(), key=lambda kv: kv[1]) if i in set(cfg.get("special_token_ids", []))]
+        special_ids = set(cfg.get("special_token_ids", []))
+        special = [t for t, i in sorted(vocab.items(), key=lambda kv: kv[1]) if i in special_ids]
         tok.add_special_tokens(special)
     return tok
 
