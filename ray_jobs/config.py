@@ -119,7 +119,10 @@ class TrainConfig:
     split: str = "train"
     model: ModelConfig = field(default_factory=ModelConfig)
     num_workers: int = 2
-    cpus_per_worker: float = 0.5  # a 2-CPU machine keeps a CPU for Ray Data's read tasks
+    # Ray reserves it per worker. Streaming from the pipeline, train needs num_workers x this + tokenize.actors x
+    # tokenize.actor_cpus + 1 read CPU at once (train/job.py check_cpus refuses more than the cluster has): on 2
+    # CPUs that is e.g. 2 x 0.25 + 1 x 0.5 + 1 (cluster/configs/train-tiny-cpu.toml).
+    cpus_per_worker: float = 0.5
     use_gpu: bool = False
     micro_batch_size: int = 8  # rows per worker per forward pass
     grad_accum: int = 1  # micro-batches per optimizer step

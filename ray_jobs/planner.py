@@ -166,7 +166,9 @@ def spill(step_dir: Path, rows: pa.Table, col: str = schema.STATUS) -> None:
         return
     for value in pc.unique(rows[col]).to_pylist():
         part = rows.filter(pc.equal(rows[col], value)).drop_columns([col])
-        digest = xxhash.xxh3_64_hexdigest("\n".join(part[schema.ID].to_pylist()).encode())
+        # packed rows have no id of their own: the ids of the documents they hold name them
+        names = part[schema.ID] if schema.ID in part.column_names else pc.list_flatten(part["doc_ids"])
+        digest = xxhash.xxh3_64_hexdigest("\n".join(map(str, names.to_pylist())).encode())
         out = step_dir / f"{col}={value}"
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".part-{digest}.{uuid.uuid4().hex[:6]}.tmp"
@@ -310,8 +312,13 @@ class Runner:
             if s is not last and self.run.stage_dir(s.name).exists():
                 shutil.rmtree(self.run.stage_dir(s.name))
         if stream:
-            if not self.consume(ds):
-                shutil.rmtree(spill_dir, ignore_errors=True)
+            complete = False
+            try:
+                complete = bool(self.consume(ds))
+            finally:
+                if not complete:  # stopped early or raised: what was spilled is not a whole pass
+                    shutil.rmtree(spill_dir, ignore_errors=True)
+            if not complete:
                 log.info("the consumer stopped before the end of the rows: %s is not written", last.name)
                 return False
             if self.run.stage_dir(last.name).exists():

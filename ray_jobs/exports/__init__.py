@@ -47,7 +47,7 @@ def packed_webdataset_rows(table: pa.Table) -> pa.Table:
         out["__key__"].append(f"{xxhash.xxh3_64_hexdigest(np.asarray(row[cols[0]], np.int32).tobytes())}{i:06d}")
         for c in cols:
             buf = io.BytesIO()
-            np.save(buf, np.asarray(row[c], dtype=np.int32))
+            np.save(buf, np.asarray(row[c], dtype=None if c == "doc_ids" else np.int32))  # ids: a str array
             out[f"{c}.npy"].append(buf.getvalue())
     return pa.table({k: v if k == "__key__" else pa.array(v, pa.binary()) for k, v in out.items()})
 
