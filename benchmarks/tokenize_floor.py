@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from ray_jobs.steps.tokenize.fast_bpe import _bytes_to_unicode  # GPT-2's byte <-> unicode table
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TOK = REPO / "ray_jobs" / "assets" / "smollm2_tokenizer"
 
@@ -74,17 +76,6 @@ def set_affinity(cpus: set[int]) -> None:
             os.sched_setaffinity(int(tid), cpus)
         except OSError:
             pass
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def load_hf(tok_dir: Path):
@@ -148,7 +139,7 @@ class TiktokenBPE:
         vocab = json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8"))
         cfg = json.loads((tok_dir / "tokenizer_config.json").read_text())
         special_ids = set(cfg.get("special_token_ids", []))
-        u2b = {c: b for b, c in bytes_to_unicode().items()}
+        u2b = {c: b for b, c in _bytes_to_unicode().items()}
         special = {t: i for t, i in vocab.items() if i in special_ids}
         ranks = {bytes(u2b[c] for c in t): i for t, i in vocab.items() if i not in special_ids}
         merges = [ln.rstrip("\n") for ln in (tok_dir / "merges.txt").read_text(encoding="utf-8").splitlines()]
