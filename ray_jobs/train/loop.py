@@ -74,7 +74,8 @@ def read_position(d: str | Path) -> Position:
         state = torch.load(d / STATE, map_location="cpu", weights_only=True)
         return Position(int(state["step"]), 0, np.zeros(0, np.int64), False)
     meta = json.loads((d / POSITION).read_text())
-    return Position(int(meta["step"]), int(meta["epoch"]), np.load(d / CONSUMED), bool(meta["epoch_done"]))
+    consumed = np.load(d / CONSUMED, allow_pickle=False)  # row keys (uint64): nothing to unpickle
+    return Position(int(meta["step"]), int(meta["epoch"]), consumed, bool(meta["epoch_done"]))
 
 
 def rank_seed(seed: int, rank: int, step: int) -> int:
