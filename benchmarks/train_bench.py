@@ -9,7 +9,7 @@ batch in arrival order, dynamic padding after sorting by length within windows o
 and packing (tokenize/pack.py, best-fit decreasing, documents split at --seq-len).
 
 Compute: a transformers Llama from `ray_jobs.train.model.build_model` with random init, trained on random token
-rows of --seq-len with `ray_jobs.train.loop.optimizer_step` (the loop's own step: autocast, accumulation,
+rows of --seq-len with `ray_jobs.train.step.optimizer_step` (the loop's own step: autocast, accumulation,
 clipping, optimizer, schedule), `--steps` steps after 2 warm-up steps, in a fresh child process per setting so
 peak memory is its own: CUDA max_memory_allocated on GPU, the child's peak RSS on CPU. Settings: the baseline
 (fp32, SDPA), bf16 autocast, gradient checkpointing, gradient accumulation (--micro / 4 rows x 4 micro-batches:
@@ -74,7 +74,6 @@ def child(args: argparse.Namespace, overrides: dict) -> dict:
     import torch
 
     from ray_jobs.config import ModelConfig, TrainConfig
-    from ray_jobs.train.loop import optimizer_step
     from ray_jobs.train.model import (
         attention_impl,
         build_model,
@@ -83,6 +82,7 @@ def child(args: argparse.Namespace, overrides: dict) -> dict:
         lr_lambda,
         peak_flops,
     )
+    from ray_jobs.train.step import optimizer_step
 
     cuda = args.gpu
     device = torch.device("cuda" if cuda else "cpu")

@@ -38,7 +38,7 @@ import xxhash
 from ray_jobs import runtime, schema
 from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.errors import UserError
-from ray_jobs.exports import export, export_packed_webdataset, export_token_bin
+from ray_jobs.exports import export, export_megatron, export_packed_webdataset, export_token_bin
 from ray_jobs.io.readers import discover
 from ray_jobs.report.html import write_report
 from ray_jobs.rundir import DECISIONS, DROPS, ROWS, RunDir, fingerprint, write_atomic
@@ -268,10 +268,10 @@ class Runner:
         return done, fps
 
     def keep(self, step: Step) -> bool:
-        """output.keep, plus what an export reads: output.export the split rows, pack.exports "bin" the
-        documents' token rows."""
+        """output.keep, plus what an export reads: output.export the split rows, pack.exports "bin" and
+        "megatron" the documents' token rows."""
         keep = set(self.cfg.output.keep) | ({"split"} if self.cfg.output.export != "none" else set())
-        keep |= {"tokenize"} if "bin" in self.cfg.pack.exports else set()
+        keep |= {"tokenize"} if {"bin", "megatron"} & set(self.cfg.pack.exports) else set()
         return step.name in keep
 
     # -- text pass
@@ -466,6 +466,7 @@ def _exports(cfg: RunConfig, run: RunDir, force: bool) -> None:
     if not run.marker("pack").exists():
         return
     for name, write, src, out in (("bin", export_token_bin, "tokenize", "tokens"),
+                                  ("megatron", export_megatron, "tokenize", "megatron"),
                                   ("webdataset", export_packed_webdataset, "pack", "tokens-webdataset")):
         marker = f"export-{out}"
         fp = fingerprint(marker, run.marker("pack").read_text())

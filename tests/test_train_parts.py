@@ -23,8 +23,9 @@ from ray_jobs.train.data import (
     sort_by_length,
     train_rows,
 )
-from ray_jobs.train.loop import Position, init_model, optimizer_step, rank_seed, read_position, write_position
+from ray_jobs.train.loop import Position, read_position, write_position
 from ray_jobs.train.model import build_model, build_optimizer, flops_per_token, lr_lambda
+from ray_jobs.train.step import init_model, optimizer_step, rank_seed
 
 VOCAB = 1000
 
@@ -124,6 +125,61 @@ def test_optimizer_step_accumulates_and_stops_at_the_end_of_the_data():
     assert losses[0][1] == 256 and losses[1][0] < losses[0][0]  # 2 micro-batches per step; the same batch is learnt
     assert losses[0][3].tolist() == list(range(8)) and losses[1][3].tolist() == list(range(8, 16))  # rows trained
     assert losses[2] is None  # the 5th micro-batch alone cannot make a step
+
+
+def _step_inputs(cfg: TrainConfig, model, micro_batches: int):
+    opt = build_optimizer(cfg, model, cuda=False)
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
+    batches = iter([{"input_ids": ids, "labels": ids, REAL_TOKENS: torch.tensor(32)} for _ in range(micro_batches)])
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg)), batches
+
+
+def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_step():
+    """With checkpointing every decoder layer runs forward twice per micro-batch (again in the backward pass,
+    instead of keeping its activations); the loss and the updated weights are those of the plain step."""
+    cfg = TrainConfig(model=ModelConfig(hidden_size=32, num_layers=2, num_heads=4), grad_accum=2, warmup_steps=1)
+    results = {}
+    for checkpointing in (False, True):
+        model = init_model(cfg.model, 0, VOCAB, 16, "sdpa", rank=0, gradient_checkpointing=checkpointing).train()
+        calls = []
+        # a pre-hook inside the layer: the recompute re-enters it (and stops early, before the layer returns)
+        for layer in model.model.layers:
+            layer.mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        opt, sched, batches = _step_inputs(cfg, model, 2)
+        loss = optimizer_step(model, opt, sched, batches, cfg, False, torch.device("cpu"))[0]
+        results[checkpointing] = (loss, len(calls), [p.detach().clone() for p in model.parameters()])
+    (loss0, calls0, w0), (loss1, calls1, w1) = results[False], results[True]
+    assert calls0 == 2 * 2 and calls1 == 2 * calls0  # 2 layers x 2 micro-batches, then recomputed
+    assert loss1 == pytest.approx(loss0, rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+
+
+def test_ddp_all_reduces_once_per_optimizer_step_not_per_micro_batch(tmp_path):
+    """A real DDP (gloo, one process): the communication hook runs per gradient bucket per all-reduce; with
+    grad_accum = 4 the step reduces as often as a one-micro-batch step does (no_sync on the first three)."""
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        reduces = {}
+        for accum in (1, 4):
+            cfg = TrainConfig(model=ModelConfig(hidden_size=32, num_layers=1, num_heads=4), grad_accum=accum)
+            model = DistributedDataParallel(init_model(cfg.model, 0, VOCAB, 16, "sdpa", rank=0))
+            calls = []
+
+            def hook(state, bucket, calls=calls):
+                calls.append(bucket.index())
+                return allreduce_hook(state, bucket)
+
+            model.register_comm_hook(None, hook)
+            opt, sched, batches = _step_inputs(cfg, model, accum)
+            assert optimizer_step(model, opt, sched, batches, cfg, False, torch.device("cpu")) is not None
+            reduces[accum] = len(calls)
+        assert reduces[1] >= 1 and reduces[4] == reduces[1]
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: bf16 autocast and bitsandbytes 8-bit")

@@ -10,9 +10,16 @@ With a response, the row trains like any chat row: labels only on the assistant'
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
 
+import numpy as np
+import pyarrow as pa
+
+from ray_jobs import schema
+from ray_jobs.ingest.images import IMAGE
 from ray_jobs.steps.tokenize.chat import ChatEncoder
+
+INSTRUCTION, RESPONSE = "instruction", "response"  # the manifest's fields (ingest/manifest.py)
 
 
 def vlm_messages(question: str, response: str | None = None, content: str = "string",
@@ -33,3 +40,18 @@ def vlm_prompt(encoder: ChatEncoder, question: str, **kw) -> str:
 def vlm_example(encoder: ChatEncoder, question: str, response: str, **kw) -> tuple[np.ndarray, np.ndarray]:
     """(input ids, labels) of a question/answer pair about an image: trained on the answer only."""
     return encoder.encode(vlm_messages(question, response, **kw))
+
+
+def is_image_rows(table: pa.Table) -> bool:
+    return IMAGE in table.column_names
+
+
+def image_conversations(table: pa.Table, image_prompt: str, image_token: str) -> Iterator[list[dict]]:
+    """Image rows (`ray-jobs ingest` output, through clean/dedup/split) as conversations: the row's instruction
+    (else `image_prompt`) after the placeholder, answered by its response (else its text: the caption)."""
+    def col(name: str) -> list:
+        return table[name].to_pylist() if name in table.column_names else [None] * len(table)
+
+    for question, response, text in zip(col(INSTRUCTION), col(RESPONSE), col(schema.TEXT)):
+        yield vlm_messages(question or image_prompt, response if response is not None else text or "",
+                           image_token=image_token)

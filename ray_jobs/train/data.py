@@ -14,6 +14,7 @@ import xxhash
 from ray_jobs.schema import ID, SPLIT
 from ray_jobs.steps.pack.ops import DOC_IDS, DOC_OFFSETS, INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS
 from ray_jobs.steps.tokenize.chat import IGNORE
+from ray_jobs.steps.tokenize.ops import ATTENTION_MASK
 
 REAL_TOKENS = "real_tokens"  # tokens that are not padding: popped before the forward pass
 ROW_KEY = "row_key"  # int64 key of each token row (row_keys): which rows a checkpoint has trained on
@@ -58,7 +59,7 @@ def train_rows(split: str | None, consumed: np.ndarray | None, packed: bool):
     workers read: `split`'s rows only (None: all), each with its ROW_KEY, less the rows a checkpoint already
     trained on (`consumed`), and only the columns the collate reads (the doc_* provenance lists stay behind)."""
     done = np.sort(np.asarray(consumed if consumed is not None else [], np.int64))
-    keep = [INPUT_IDS, LABELS] + ([POSITION_IDS, SEQ_LENS] if packed else [])
+    keep = [INPUT_IDS, LABELS] + ([POSITION_IDS, SEQ_LENS] if packed else [ATTENTION_MASK])
 
     def fn(table: pa.Table) -> pa.Table:
         if split is not None and SPLIT in table.column_names:
@@ -104,11 +105,14 @@ def _keys(table: pa.Table) -> dict[str, torch.Tensor]:
 
 def collate_padded(table: pa.Table, pad_id: int = 0, max_len: int = 0) -> dict[str, torch.Tensor]:
     """Variable-length rows padded to the longest in the batch (dynamic padding), each cut to max_len first (0 =
-    uncut): pad id in input_ids, IGNORE in labels, 0 in attention_mask."""
+    uncut): pad id in input_ids, IGNORE in labels, 0 in attention_mask. Rows padded already (tokenize.padding =
+    "max_length": an attention_mask column, right padding) count only their tokens, so they batch the same."""
     ids = table[INPUT_IDS].combine_chunks()
     labels = table[LABELS].combine_chunks()
     full = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-    lengths = np.minimum(full, max_len) if max_len else full
+    real = (_matrix(table[ATTENTION_MASK]).sum(axis=1).astype(np.int64) if ATTENTION_MASK in table.column_names
+            else full)
+    lengths = np.minimum(real, max_len) if max_len else real
     width = int(lengths.max()) if len(lengths) else 0
     mask = np.arange(width)[None, :] < lengths[:, None]
     keep = (np.arange(int(full.sum())) - np.repeat(np.cumsum(full) - full, full)) < np.repeat(lengths, full)

@@ -34,17 +34,16 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from ray_jobs.config import ModelConfig, TrainConfig, _build
+from ray_jobs.config import TrainConfig, _build
 from ray_jobs.runtime.train import Collate
-from ray_jobs.train.data import REAL_TOKENS, ROW_KEY
 from ray_jobs.train.model import (
     attention_impl,
-    build_model,
     build_optimizer,
     flops_per_token,
     lr_lambda,
     peak_flops,
 )
+from ray_jobs.train.step import init_model, optimizer_step
 
 log = logging.getLogger("ray_jobs")
 STATE = "state.pt"
@@ -76,23 +75,6 @@ def read_position(d: str | Path) -> Position:
     meta = json.loads((d / POSITION).read_text())
     consumed = np.load(d / CONSUMED, allow_pickle=False)  # row keys (uint64): nothing to unpickle
     return Position(int(meta["step"]), int(meta["epoch"]), consumed, bool(meta["epoch_done"]))
-
-
-def rank_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of one worker from one step on (dropout masks, any sampling): distinct per rank, and per step so a
-    resumed run does not replay the masks of steps 1, 2, ..."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def init_model(cfg: ModelConfig, seed: int, vocab_size: int, seq_len: int, attn: str, rank: int,
-               step: int = 0) -> torch.nn.Module:
-    """The model with the same initial weights on every worker (seeded with `seed`; DDP also broadcasts rank 0's),
-    then the worker's own seed (rank_seed) for everything after: seeding once per rank before the build gave
-    every worker different weights, and re-seeding after it with `seed` made the rank seed never apply."""
-    torch.manual_seed(seed)
-    model = build_model(cfg, vocab_size, seq_len, attn)
-    torch.manual_seed(rank_seed(seed, rank, step))
-    return model
 
 
 def _mean(x: float, world: int) -> float:
@@ -138,9 +120,8 @@ def train_loop(config: dict) -> None:
     # rank 0: the keys the epoch trained on before this run (another epoch's do not count)
     consumed = [pos.consumed] if pos and pos.epoch == epoch and rank == 0 else []
 
-    model = init_model(cfg.model, cfg.seed, config["vocab_size"], seq_len, attn, rank, step)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = init_model(cfg.model, cfg.seed, config["vocab_size"], seq_len, attn, rank, step,
+                       cfg.gradient_checkpointing)
     fpt = flops_per_token(model, seq_len)
     model = ray.train.torch.prepare_model(model)  # to the device, DDP when world > 1
     raw = model.module if hasattr(model, "module") else model
@@ -211,37 +192,6 @@ def train_loop(config: dict) -> None:
         left = sum(1 for _ in batches)
         if rank == 0:
             log.info("max_steps reached: read the %d micro-batches left in this worker's shard without training", left)
-
-
-def optimizer_step(model, opt, sched, batches, cfg: TrainConfig, bf16: bool,
-                   device: torch.device) -> tuple[float, float, float, np.ndarray] | None:
-    """One optimizer step over grad_accum micro-batches from the iterator `batches`: (mean loss, real tokens,
-    seconds spent waiting for data, the row keys of its micro-batches), or None when the iterator ends first
-    (gradients dropped)."""
-    wait = loss_sum = tokens = 0.0
-    keys = []
-    for _ in range(cfg.grad_accum):
-        tw = time.perf_counter()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            opt.zero_grad(set_to_none=True)
-            return None
-        wait += time.perf_counter() - tw
-        tokens += float(batch.pop(REAL_TOKENS))
-        if ROW_KEY in batch:
-            keys.append(batch.pop(ROW_KEY).cpu().numpy())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(**batch, use_cache=False)
-        (out.loss / cfg.grad_accum).backward()
-        loss_sum += float(out.loss.detach())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return loss_sum / cfg.grad_accum, tokens, wait, np.concatenate(keys) if keys else np.zeros(0, np.int64)
 
 
 def _report(row: dict, pos: Position, model, opt, sched, rank: int, world: int, consumed: list[np.ndarray],

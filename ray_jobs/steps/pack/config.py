@@ -20,7 +20,9 @@ class PackConfig:
     pad_id: int = 0  # any id: padding has label -100 and lies outside every document's seq_lens
     # Copies for other trainers: "bin" = RUN/export/tokens/<split>.bin (the documents' ids back to back, uint16
     # below 65,536 token ids, else uint32) + <split>.idx.npy (document offsets), nanoGPT-style; "webdataset" =
-    # RUN/export/tokens-webdataset/<split>/ tar shards of the packed rows, one .npy per column.
+    # RUN/export/tokens-webdataset/<split>/ tar shards of the packed rows, one .npy per column; "megatron" =
+    # RUN/export/megatron/<split>.bin + .idx, Megatron-LM's indexed dataset (MMIDIDX: one sequence per document,
+    # Megatron's GPTDataset packs them itself; --data-path RUN/export/megatron/<split>).
     exports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -30,4 +32,4 @@ class PackConfig:
         if self.docs_per_batch < 1:
             raise ValueError(f"pack.docs_per_batch must be >= 1; got {self.docs_per_batch}")
         for e in self.exports:
-            check_choice("pack.exports[]", e, ("bin", "webdataset"))
+            check_choice("pack.exports[]", e, ("bin", "webdataset", "megatron"))

@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.steps.pack.ops import (
     CU_SEQLENS,
     DOC_IDS,
@@ -56,6 +57,10 @@ def _overflow(run) -> str:
 
 
 def _ops(cfg):
+    if cfg.tokenize.padding != "none":
+        raise UserError(f"tokenize.padding = {cfg.tokenize.padding!r} pads every document to max_length, and "
+                        "packing would pack the padding; expected pack.enabled = false with it (or padding = "
+                        "'none' to pack)")
     return [pack_split_rows(cfg.pack.seq_len, cfg.pack.pad_id, cfg.pack.overflow)]
 
 

@@ -67,16 +67,16 @@ class FastBPE:
 
 
 def load_fast_encoder(tokenizer_dir_or_file: str | Path) -> FastBPE | None:
-    """A FastBPE for a vocab.json + merges.txt folder loaded by ray_jobs' `_byte_level_bpe`, else None."""
+    """A FastBPE for a vocab.json + merges.txt folder loaded by ray_jobs' `byte_level_bpe`, else None."""
     p = Path(tokenizer_dir_or_file)
-    if not p.is_dir() or (p / "tokenizer.json").exists():
-        return None  # only the vocab.json + merges.txt recipe is known to match; a tokenizer.json may differ
+    if not p.is_dir():
+        return None
     if not ((p / "vocab.json").is_file() and (p / "merges.txt").is_file()):
         return None
     try:
         import tiktoken
 
-        from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
+        from ray_jobs.steps.tokenize.tokenizer import byte_level_bpe, load_tokenizer
     except ImportError:
         return None
     vocab = json.loads((p / "vocab.json").read_text(encoding="utf-8"))
@@ -114,6 +114,8 @@ def load_fast_encoder(tokenizer_dir_or_file: str | Path) -> FastBPE | None:
     risky = re.compile("[" + "".join(chars) + "]") if chars else None
     enc = tiktoken.Encoding("ray_jobs_fast_bpe", pat_str=SMOLLM_PAT, mergeable_ranks=ranks, special_tokens=special)
     hf = load_tokenizer(str(p))
+    if (p / "tokenizer.json").exists() and hf.to_str() != byte_level_bpe(p).to_str():
+        return None  # only the vocab.json + merges.txt recipe is known to match; another tokenizer.json may differ
     fast = FastBPE(enc, risky, hf)
     ref = hf.encode_batch_fast(_SELF_CHECK, add_special_tokens=False)
     if any(a.tolist() != r.ids for a, r in zip(fast.encode_batch(_SELF_CHECK), ref)):

@@ -14,6 +14,7 @@ import pyarrow as pa
 from jinja2 import TemplateError
 
 from ray_jobs import schema
+from ray_jobs.ingest.vlm import image_conversations, is_image_rows
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.tokenize.chat import IGNORE, ChatEncoder, template_from
 from ray_jobs.steps.tokenize.config import TokenizeConfig
@@ -25,6 +26,7 @@ LABELS = "labels"
 NUM_TOKENS = "num_tokens"
 LOSS_TOKENS = "loss_tokens"  # tokens with a label: all of a text row, the assistant's of a chat row
 TRUNCATED = "truncated"
+ATTENTION_MASK = "attention_mask"  # with tokenize.padding = "max_length": 1 on tokens, 0 on padding
 
 
 def list_column(lengths: np.ndarray, values: np.ndarray) -> pa.ListArray:
@@ -47,12 +49,14 @@ class TokenizeStage(Stage):
         self._eos: int | None = None
         self._chat: ChatEncoder | None = None
         self._fast: FastBPE | None = None
+        self._pad = 0
 
     def setup(self) -> None:
         self._tok = load_tokenizer(self.cfg.tokenizer)
         self._fast = load_fast_encoder(self.cfg.tokenizer) if self.cfg.fast_bpe else None
         self._eos = resolve_eos(self._tok, self.cfg.eos_token) if self.cfg.add_eos else None
-        if self.cfg.format == "chat":
+        self._pad = resolve_eos(self._tok, self.cfg.eos_token) if self.cfg.padding == "max_length" else 0
+        if self.cfg.format in ("chat", "vlm"):
             self._chat_encoder()
 
     def _chat_encoder(self) -> ChatEncoder:
@@ -63,16 +67,30 @@ class TokenizeStage(Stage):
     def __call__(self, table: pa.Table) -> pa.Table:
         if self._tok is None:
             self.setup()
-        chat = schema.MESSAGES in table.column_names and self.cfg.format != "text"
-        if self.cfg.format == "chat" and not chat:
+        fmt = self.cfg.format
+        if fmt == "auto":
+            fmt = "chat" if schema.MESSAGES in table.column_names else "vlm" if is_image_rows(table) else "text"
+        if fmt == "chat" and schema.MESSAGES not in table.column_names:
             raise ValueError(f"tokenize.format = 'chat' but the rows have no {schema.MESSAGES!r} column (found "
                              f"{table.column_names}); give chat data (input.messages_column) or format = 'auto'")
-        ids, labels, full, errors = self._chat_rows(table) if chat else self._text_rows(table)
+        if fmt == "vlm" and not is_image_rows(table):
+            raise ValueError(f"tokenize.format = 'vlm' but the rows have no image column (found "
+                             f"{table.column_names}); give image rows (`ray-jobs ingest` output) or format = 'auto'")
+        if fmt == "text":
+            ids, labels, full, errors = self._text_rows(table)
+        else:
+            ids, labels, full, errors = self._chat_rows(
+                table[schema.MESSAGES].to_pylist() if fmt == "chat" else
+                image_conversations(table, self.cfg.image_prompt, self.cfg.image_token))
         lengths = np.fromiter((len(a) for a in ids), dtype=np.int32, count=len(ids))
         loss = np.fromiter((int((b != IGNORE).sum()) for b in labels), dtype=np.int32, count=len(labels))
-        ids_col = list_column(lengths, np.concatenate(ids) if ids else np.zeros(0, np.int32))
-        labels_col = ids_col if labels is ids else list_column(
-            lengths, np.concatenate(labels) if labels else np.zeros(0, np.int32))
+        if self.cfg.padding == "max_length":
+            ids_col, labels_col, mask_col = self._padded(ids, labels, lengths)
+        else:
+            ids_col = list_column(lengths, np.concatenate(ids) if ids else np.zeros(0, np.int32))
+            labels_col = ids_col if labels is ids else list_column(
+                lengths, np.concatenate(labels) if labels else np.zeros(0, np.int32))
+            mask_col = None
         if not self.cfg.keep_text:
             table = table.drop_columns([schema.TEXT])
         if errors is not None:
@@ -80,11 +98,26 @@ class TokenizeStage(Stage):
             merged = pa.array([e if e is not None else o for e, o in zip(errors, old.to_pylist())], pa.string())
             table = (table.set_column(table.schema.get_field_index(schema.ERROR), schema.ERROR, merged)
                      if schema.ERROR in table.column_names else table.append_column(schema.ERROR, merged))
-        return (table.append_column(INPUT_IDS, ids_col)
-                .append_column(LABELS, labels_col)
-                .append_column(NUM_TOKENS, pa.array(lengths))
-                .append_column(LOSS_TOKENS, pa.array(loss))
-                .append_column(TRUNCATED, pa.array(full > lengths)))
+        out = (table.append_column(INPUT_IDS, ids_col)
+               .append_column(LABELS, labels_col)
+               .append_column(NUM_TOKENS, pa.array(lengths))
+               .append_column(LOSS_TOKENS, pa.array(loss))
+               .append_column(TRUNCATED, pa.array(full > lengths)))
+        return out if mask_col is None else out.append_column(ATTENTION_MASK, mask_col)
+
+    def _padded(self, ids: list[np.ndarray], labels: list[np.ndarray], lengths: np.ndarray):
+        """Rows right-padded to max_length: ids with the pad id, labels with IGNORE, and the attention mask."""
+        width = self.cfg.max_length
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        out_ids = np.full(mask.shape, self._pad, np.int32)
+        out_labels = np.full(mask.shape, IGNORE, np.int32)
+        if len(ids):
+            out_ids[mask] = np.concatenate(ids)
+            out_labels[mask] = np.concatenate(labels)
+        rows = np.full(len(ids), width, np.int32)
+        return (list_column(rows, out_ids.ravel()), list_column(rows, out_labels.ravel()),
+                pa.ListArray.from_arrays(pa.array(np.arange(len(ids) + 1, dtype=np.int32) * width),
+                                         pa.array(mask.ravel().astype(np.int8))))
 
     def _text_rows(self, table: pa.Table):
         texts = [t or "" for t in table[schema.TEXT].to_pylist()]
@@ -100,11 +133,12 @@ class TokenizeStage(Stage):
             ids = [np.append(a, np.int32(self._eos)) for a in ids]
         return ids, ids, full, None
 
-    def _chat_rows(self, table: pa.Table):
+    def _chat_rows(self, conversations):
+        """Conversations (JSON text or lists of messages) through the chat template, one per row."""
         enc = self._chat_encoder()
         ids, labels, full, errors = [], [], [], []
         empty = np.zeros(0, np.int32)
-        for raw in table[schema.MESSAGES].to_pylist():
+        for raw in conversations:
             try:
                 msgs = json.loads(raw) if isinstance(raw, str) else raw
                 if not isinstance(msgs, list):

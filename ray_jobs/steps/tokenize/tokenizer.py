@@ -21,7 +21,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
         if (p / "tokenizer.json").is_file():
             return Tokenizer.from_file(str(p / "tokenizer.json"))
         if (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
-            return _byte_level_bpe(p)
+            return byte_level_bpe(p)
         raise ValueError(f"tokenizer folder {p} holds neither tokenizer.json nor vocab.json + merges.txt")
     try:
         return Tokenizer.from_pretrained(spec)
@@ -30,7 +30,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
                          f"({e}); give a local tokenizer.json path (tokenize.tokenizer=...)") from e
 
 
-def _byte_level_bpe(folder: Path) -> Tokenizer:
+def byte_level_bpe(folder: Path) -> Tokenizer:
     """GPT-2 style byte-level BPE from vocab.json + merges.txt; special tokens from tokenizer_config.json."""
     tok = Tokenizer(BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
     # SmolLM2 (llama.cpp pre-tokenizer "smollm") splits digits one by one before the GPT-2 regex.
