@@ -172,6 +172,75 @@ def test_audio_is_mono_16k_with_features_and_labels(tmp_path):
     assert tone["labels"] and "undecodable audio" in bad["_error"]
 
 
+@pytest.mark.parametrize("n_fft", [0, 1024])
+def test_log_mel_equals_torch_stft_at_either_fft_size(n_fft):
+    """The log-mel against an independent STFT (torch.stft: the 25 ms Hann window centred in n_fft, reflect
+    padding), through the same Slaney mel filters; n_fft 1024 (the seed's recipe) gives 513 frequency bins."""
+    import torch
+    from transformers.audio_utils import mel_filter_bank
+
+    from ray_jobs.ingest.audio import log_mel
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8_000) / 16_000
+    samples = (0.3 * np.sin(2 * math.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    ours = log_mel(samples, AudioConfig(n_fft=n_fft))
+    size = n_fft or 512
+    spec = torch.stft(torch.from_numpy(samples.astype(np.float64)), n_fft=size, hop_length=160, win_length=400,
+                      window=torch.hann_window(400, periodic=True, dtype=torch.float64), center=True,
+                      pad_mode="reflect", return_complex=True).abs().numpy() ** 2
+    mel = mel_filter_bank(num_frequency_bins=size // 2 + 1, num_mel_filters=80, min_frequency=0.0,
+                          max_frequency=8_000, sampling_rate=16_000, norm="slaney", mel_scale="slaney")
+    want = np.log(np.maximum(mel.T @ spec, 1e-10))
+    assert spec.shape[0] == size // 2 + 1 and ours.shape == want.shape == (80, 51)
+    np.testing.assert_allclose(ours, want, atol=1e-3)
+    with pytest.raises(ValueError, match="power of two >= the window of 400"):
+        AudioConfig(n_fft=256)
+
+
+def _whisper_tokenizer(shared_data, folder: Path):
+    """Whisper's multilingual tokenizer built here from openai/whisper's own BPE ranks file, with its special
+    tokens in openai/whisper's order (tokenizer.py): the ids a Whisper model was trained on, without the hub."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    ranks = shared_data / "tokenizers" / "whisper_tiktoken" / "multilingual.tiktoken"
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *[f"<|{code}|>" for code in LANGUAGES], "<|translate|>",
+                "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    tok = TikTokenConverter(vocab_file=str(ranks), pattern=pattern).converted()
+    tok.add_special_tokens(specials)
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    return ranks, pattern, specials
+
+
+def test_transcripts_get_whisper_labels_from_a_local_whisper_tokenizer(shared_data, tmp_path):
+    import soundfile as sf
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from transformers import WhisperTokenizer
+
+    ranks, pattern, specials = _whisper_tokenizer(shared_data, tmp_path / "whisper")
+    t = np.arange(8_000) / 16_000
+    sf.write(tmp_path / "tone.wav", 0.3 * np.sin(2 * math.pi * 440 * t), 16_000)
+    text = "And so, my fellow Americans: ask not what your country can do for you."
+    rows = [{"id": "tone", "modality": "audio", "file": "tone.wav", "transcription": text}]
+    cfg = AudioConfig(tokenizer=str(tmp_path / "whisper"), whisper_features=False)
+    labels = AudioStage(cfg, TokenizeConfig().tokenizer)(_manifest(tmp_path, rows))["labels"].to_pylist()[0]
+    mergeable = load_tiktoken_bpe(str(ranks))  # openai/whisper's encoder: tiktoken over the same ranks
+    enc = tiktoken.Encoding("whisper", pat_str=pattern, mergeable_ranks=mergeable,
+                            special_tokens={s: len(mergeable) + i for i, s in enumerate(specials)})
+    prefix = [enc.encode_single_token(s) for s in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>",
+                                                   "<|notimestamps|>")]
+    assert prefix[:2] == [50258, 50259]  # Whisper's own ids
+    assert labels == prefix + enc.encode(text) + [enc.eot_token]
+    reader = WhisperTokenizer.from_pretrained(str(tmp_path / "whisper"))
+    assert reader.decode(labels, skip_special_tokens=True) == text
+    with pytest.raises(ValueError, match="not a folder. Nothing is fetched"):
+        AudioStage(AudioConfig(tokenizer="openai/whisper-tiny"), TokenizeConfig().tokenizer).setup()
+
+
 def test_ljspeech_clips_in_three_formats_decode_alike(shared_data):
     wavs = shared_data / "speech_ljspeech_coqui_tests" / "ljspeech" / "wavs"
     decoded = {ext: load_mono_16k(str(wavs / f"LJ001-0001.{ext}")) for ext in ("wav", "flac", "mp3")}

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 CONFIG = REPO / "cluster" / "configs" / "train-tiny-cpu.toml"
 # smaller steps than the shipped config, so CI spends ~1 min here
 FAST = ["ray.progress_bars=false", "pack.seq_len=128", "train.micro_batch_size=4", "train.grad_accum=1",
-        "train.checkpoint_every=6", 'pack.exports=["bin", "webdataset"]']
+        "train.checkpoint_every=6", 'pack.exports=["bin", "webdataset", "megatron"]']
 
 
 def _args(verb: str, out: Path, *extra: str) -> list[str]:
@@ -120,6 +120,18 @@ def test_token_bin_holds_every_document(trained):
     idx = np.load(out / "export" / "tokens" / "train.idx.npy")
     assert idx[-1] == len(train) and len(idx) - 1 == meta["splits"]["train"]["documents"]
     assert meta["splits"]["train"]["dtype"] == "uint16"  # SmolLM2's 49,152 ids fit
+
+
+def test_megatron_export_is_the_token_rows_read_by_megatron_core(trained):
+    indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset",
+                                  reason="megatron-core is a dev dependency (pip install -e .[dev])")
+    out, _, _ = trained
+    files = sorted((out / "tokenize" / "split=val").rglob("*.parquet"))
+    want = [r for f in files for r in pads.dataset(str(f), format="parquet").to_table(columns=["input_ids"])
+            .column("input_ids").to_pylist() if r]
+    ds = indexed.IndexedDataset(str(out / "export" / "megatron" / "val"))
+    assert [ds[i].tolist() for i in range(len(ds))] == want and want
+    assert ds.document_indices.tolist() == list(range(len(want) + 1))
 
 
 def test_packed_rows_as_webdataset_read_back_identically(trained):

@@ -1,7 +1,7 @@
 """Audio rows: decode (WAV, FLAC, MP3 through libsndfile), down-mix to mono, resample to 16 kHz (soxr), log-mel
 spectrogram and Whisper input features, transcript tokenized as labels; undecodable clips quarantined.
 
-The log-mel (`n_mels` bins, `win_ms` window, `hop_ms` hop) is for any acoustic model; the Whisper features are
+The log-mel (`n_mels` bins, `win_ms` window, `hop_ms` hop, `n_fft`) is for any acoustic model; the Whisper features are
 what `WhisperFeatureExtractor` (built locally from its parameters, no download) makes: 80 x 3000 for a 30 s
 window, padded or cut.
 """
@@ -26,12 +26,28 @@ class AudioConfig:
     n_mels: int = 80
     win_ms: float = 25.0
     hop_ms: float = 10.0
+    # FFT size of the log-mel: 0 = the window rounded up to a power of two (512 for 25 ms at 16 kHz); 1024 (the
+    # seed's recipe) zero-pads the same window for finer frequency bins. A power of two >= the window.
+    n_fft: int = 0
     whisper_features: bool = True
     max_seconds: float = 600.0  # longer clips are quarantined (split them first): their features would be huge
+    # The transcript's labels: "" = the run's text tokenizer (tokenize.tokenizer); else a local folder of a Whisper
+    # tokenizer (tokenizer.json, or vocab.json + merges.txt, with Whisper's special tokens; never fetched), and
+    # the labels are what WhisperTokenizer(language, task) makes for training: <|startoftranscript|><|en|>
+    # <|transcribe|><|notimestamps|> + the text + <|endoftext|>.
+    tokenizer: str = ""
+    language: str = "english"  # Whisper's language (name or code) and task for those labels
+    task: str = "transcribe"
 
     def __post_init__(self) -> None:
         if self.n_mels < 1 or self.win_ms <= 0 or self.hop_ms <= 0:
             raise ValueError("ingest.audio.n_mels, win_ms and hop_ms must be positive")
+        win = int(TARGET_RATE * self.win_ms / 1000)
+        if self.n_fft and (self.n_fft < win or self.n_fft & (self.n_fft - 1)):
+            raise ValueError(f"ingest.audio.n_fft must be 0 (auto) or a power of two >= the window of {win} samples "
+                             f"({self.win_ms:g} ms at 16 kHz); got {self.n_fft}: e.g. n_fft = 1024")
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"ingest.audio.task must be transcribe or translate; got {self.task!r}")
 
 
 def load_mono_16k(path: str) -> tuple[np.ndarray, int, float]:
@@ -57,13 +73,31 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
 
     win = int(TARGET_RATE * cfg.win_ms / 1000)
     hop = int(TARGET_RATE * cfg.hop_ms / 1000)
-    n_fft = 1 << (win - 1).bit_length()
+    n_fft = cfg.n_fft or 1 << (win - 1).bit_length()
     mel = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=cfg.n_mels, min_frequency=0.0,
                           max_frequency=TARGET_RATE / 2, sampling_rate=TARGET_RATE, norm="slaney",
                           mel_scale="slaney")
     spec = spectrogram(samples, window_function(win, "hann", frame_length=n_fft), frame_length=n_fft,
                        hop_length=hop, power=2.0, mel_filters=mel, log_mel="log", mel_floor=1e-10)
     return spec.astype(np.float32)
+
+
+def whisper_labels(folder: str, language: str, task: str):
+    """text -> Whisper's training labels (prefix tokens, text, <|endoftext|>), from a local tokenizer folder."""
+    from pathlib import Path
+
+    from transformers import WhisperTokenizer
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"ingest.audio.tokenizer must be a local folder holding a Whisper tokenizer (tokenizer.json, "
+                         f"or vocab.json + merges.txt); {folder!r} is not a folder. Nothing is fetched from the hub: "
+                         f"save one there first (WhisperTokenizer.from_pretrained(...).save_pretrained(folder))")
+    tok = WhisperTokenizer.from_pretrained(folder, language=language, task=task, predict_timestamps=False,
+                                           local_files_only=True)
+    if tok.convert_tokens_to_ids("<|startoftranscript|>") in (None, tok.unk_token_id):
+        raise ValueError(f"{folder} is not a Whisper tokenizer: it has no <|startoftranscript|> token; give the "
+                         f"folder of a Whisper model's tokenizer, or ingest.audio.tokenizer = '' for the run's own")
+    return lambda text: tok(text).input_ids
 
 
 class AudioStage(Stage):
@@ -74,18 +108,22 @@ class AudioStage(Stage):
 
     def __init__(self, cfg: AudioConfig, tokenizer: str) -> None:
         self.cfg, self.tokenizer = cfg, tokenizer
-        self._tok = self._whisper = None
+        self._labels = self._whisper = None
 
     def setup(self) -> None:
         from transformers import WhisperFeatureExtractor
 
         from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
 
-        self._tok = load_tokenizer(self.tokenizer)
+        if self.cfg.tokenizer:
+            self._labels = whisper_labels(self.cfg.tokenizer, self.cfg.language, self.cfg.task)
+        else:
+            tok = load_tokenizer(self.tokenizer)
+            self._labels = lambda text: tok.encode(text, add_special_tokens=False).ids
         self._whisper = WhisperFeatureExtractor(feature_size=80, sampling_rate=TARGET_RATE)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if self._tok is None:
+        if self._labels is None:
             self.setup()
         errors = table[schema.ERROR].to_pylist()
         texts = table["transcription"].to_pylist()
@@ -104,7 +142,7 @@ class AudioStage(Stage):
                     got = {DURATION: seconds, SAMPLE_RATE: rate, LOG_MEL: log_mel(samples, self.cfg).tolist(),
                            WHISPER: (self._whisper(samples, sampling_rate=TARGET_RATE, return_tensors="np")
                                      .input_features[0].tolist() if self.cfg.whisper_features else None),
-                           LABELS: self._tok.encode(texts[i] or "", add_special_tokens=False).ids}
+                           LABELS: self._labels(texts[i] or "")}
             for k in cols:
                 cols[k].append(got[k])
         matrix = pa.list_(pa.list_(pa.float32()))
