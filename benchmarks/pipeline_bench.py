@@ -53,6 +53,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "pipeline"
 SAMPLE_S = 0.5  # sampling period: a Ray task lives ~0.1-60 s here, peaks of a few hundred ms may be missed
+# USS reads /proc/<pid>/smaps of every worker: sampled every 0.5 s it cost 112 CPU s of a 699 s Ray run at 1.1 GB
+# (16 % of a core taken from the run it measures); every 5 s it is a tenth of that
+USS_EVERY = 10
 # 8 shards at least (1-64 MB of text each): 2 cores x 4 units of work keeps both busy to the end
 SHARDS_MIN, SHARD_MB_MAX = 8, 64.0
 PLAIN_CHILD = "from benchmarks.pipeline_bench import plain_child; import sys; plain_child(sys.argv[1])"
@@ -94,11 +97,20 @@ def tree_bytes(folder: Path) -> int:
 # ------------------------------------------------------------------------------------------------ sampling
 
 
+_WORKER: dict[int, bool] = {}  # pid -> is a Ray worker (read from its command line once)
+
+
 def ray_workers(root: psutil.Process) -> list[psutil.Process]:
     """Children of the raylet that run tasks or actors (`ray::<name>` once started, default_worker.py before);
     not its agents (ray::DashboardAgent, ray::RuntimeEnvAgent: ~200 MB together, there whatever the job)."""
     raylets = [p for p in root.children(recursive=True) if p.name() == "raylet"]
-    return [c for r in raylets for c in r.children() if _is_ray_worker(c)]
+    out = []
+    for c in (c for r in raylets for c in r.children()):
+        if c.pid not in _WORKER or not _WORKER[c.pid]:  # a worker starts as default_worker.py, renamed later
+            _WORKER[c.pid] = _is_ray_worker(c)
+        if _WORKER[c.pid]:
+            out.append(c)
+    return out
 
 
 def _is_ray_worker(p: psutil.Process) -> bool:
@@ -124,6 +136,7 @@ class Sampler(threading.Thread):
         self.peak = {"driver_rss_mb": 0.0, "workers_rss_mb": 0.0, "workers_uss_mb": 0.0, "all_rss_mb": 0.0}
         self.cpu: dict[int, float] = {}
         self.cost_s = 0.0  # this thread's own CPU: what sampling took from the run
+        self.n = 0
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -141,8 +154,10 @@ class Sampler(threading.Thread):
         mb = 2**20
         figures = {"driver_rss_mb": self.root.memory_info().rss / mb,
                    "workers_rss_mb": sum(_safe(lambda p: p.memory_info().rss, w) for w in workers) / mb,
-                   "workers_uss_mb": sum(_safe(lambda p: p.memory_full_info().uss, w) for w in workers) / mb,
                    "all_rss_mb": sum(_safe(lambda p: p.memory_info().rss, p) for p in tree) / mb}
+        self.n += 1
+        if self.n % USS_EVERY == 1:
+            figures["workers_uss_mb"] = sum(_safe(lambda p: p.memory_full_info().uss, w) for w in workers) / mb
         for k, v in figures.items():
             self.peak[k] = max(self.peak[k], v)
         for p in tree:
@@ -427,13 +442,15 @@ class PartWriter:
     def _flush(self, value: str) -> None:
         import pyarrow.parquet as pq
 
+        from ray_jobs.rundir import PARQUET_ARGS
+
         part = pa_concat(self.buf.pop(value, []))
         w = self.writers.get(value)
         if w is None:
             folder = self.out / f"{self.col}={value}"
             folder.mkdir(parents=True, exist_ok=True)
             w = self.writers[value] = pq.ParquetWriter(folder / f"part-{self.tag}.parquet", part.schema,
-                                                       compression="zstd")
+                                                       **PARQUET_ARGS)
         w.write_table(part if part.schema == w.schema else part.cast(w.schema))
 
     def close(self) -> None:
@@ -454,193 +471,27 @@ def merge_spilled(run: Path, pass_no: int, names: list[str]) -> None:
     shutil.rmtree(spill, ignore_errors=True)
 
 
-# -- pass 2: the global steps over the compact rows, in one process, with the steps' own pure functions
+# -- pass 2: the global steps over the compact rows, in one process, with the planner's own code
 
 
 def global_steps(cfg, run: str) -> dict:
-    """dedup -> split -> leakage over (id + digest columns) of RUN/clean/status=kept; each writes its decisions
-    (digest columns dropped) and its side tables, like the planner's compact phase."""
+    """dedup -> split -> leakage over (id + digest columns) of RUN/clean/status=kept, each writing its decisions
+    and side tables: planner.decide_steps with every runtime call in this process (runtime.in_process), which is
+    also what the planner runs in one Ray task below ray.local_compact_mb."""
     import pyarrow.parquet as pq
 
-    from ray_jobs import schema
+    from ray_jobs import runtime, schema
+    from ray_jobs.planner import decide_steps
 
-    keys = {c for s in check_plan(cfg)[1].steps for c in s.key_columns(cfg)}  # imports the steps: not timed
+    steps = check_plan(cfg)[1].steps  # imports the steps: not timed
+    keys = {c for s in steps for c in s.key_columns(cfg)}
     digests = digest_columns(cfg)
-    run, t, out = Path(run), time.time(), {}
-    files = sorted((run / "clean" / "status=kept").glob("*.parquet"))
-    have = set(pq.read_schema(files[0]).names)
+    run, t = Path(run), time.time()
+    kept = run / "clean" / "status=kept"
+    have = set(pq.read_schema(next(kept.glob("*.parquet"))).names)
     cols = [schema.ID] + [c for c in digests if c in have] + sorted(keys & have - {schema.ID})
-    rows = pa_concat([pq.read_table(f, columns=cols) for f in files]).combine_chunks()
-    out["read_s"], t = round(time.time() - t, 2), time.time()
-    for name, decide in (("dedup", dedup_decide), ("split", split_decide), ("leakage", leakage_decide)):
-        decided, extras, partition = decide(cfg, rows)
-        write_decisions(run / name, decided.drop_columns([c for c in digests if c in decided.column_names]),
-                        partition, extras)
-        rows = kept_only(decided) if partition == schema.STATUS else decided
-        out[f"{name}_s"], out[f"{name}_rows_out"], t = round(time.time() - t, 2), len(rows), time.time()
-    return out
-
-
-def kept_only(table):
-    import pyarrow.compute as pc
-
-    from ray_jobs import schema
-
-    return table.filter(pc.equal(table[schema.STATUS], schema.KEPT))
-
-
-def partitions(nbytes: int, dc) -> int:
-    """runtime.partitions: one shuffle partition per dedup.partition_mb of input, at most dedup.num_buckets."""
-    return max(1, min(dc.num_buckets, -(-nbytes // (dc.partition_mb * 2**20))))
-
-
-def by_part(table, fn):
-    """What map_groups on `_part` does: fn once per partition value (sorted into runs, not filtered P times)."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    from ray_jobs.steps.dedup.lsh import PART
-
-    if not len(table):
-        return fn(table)
-    table = table.take(pc.sort_indices(table, [(PART, "ascending")]))
-    part = table[PART].to_numpy()
-    starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
-    ends = np.r_[starts[1:], len(part)]
-    return pa_concat([fn(table.slice(a, b - a)) for a, b in zip(starts, ends)])
-
-
-def band_groups(docs, parts: int, carry: tuple[str, ...], fn):
-    """explode_bands(parts, carry) then fn per shuffle partition. The band rows are exploded with a row number
-    only and get their carried columns (and the 512-byte signature) per partition: at 4 GB the full explosion
-    with signatures would be ~8 x 0.9 M x 600 bytes in one process, one partition is 1/P of it (as in Ray)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from ray_jobs.steps.dedup.lsh import KEYS, SIG, explode_bands
-
-    docs = docs.combine_chunks()
-    rowno = pa.table({"_row": pa.array(np.arange(len(docs))), KEYS: docs[KEYS]})
-    taken = [c for c in (*carry, SIG) if c in docs.column_names]
-
-    def group(rows):
-        for c in taken:
-            rows = rows.append_column(c, docs[c].take(rows["_row"]))
-        return fn(rows.drop_columns(["_row"]))
-
-    return by_part(explode_bands(parts, carry=("_row",))(rowno), group)
-
-
-def dedup_decide(cfg, compact):
-    """barrier.decide + near_dedup without Ray: signatures -> band buckets -> star edges -> components ->
-    representatives -> the cluster table looked up by every row (its broadcast path)."""
-    import json as _json
-
-    import pyarrow.compute as pc
-
-    from ray_jobs import schema
-    from ray_jobs.steps.dedup import barrier
-    from ray_jobs.steps.dedup.components import CLUSTER, REP, SAME, choose_representatives
-    from ray_jobs.steps.dedup.lsh import ID_COLUMNS, NODE, OLD, RANK, bucket_edges
-
-    dc = cfg.dedup
-    rows = barrier._initial(compact)
-    docs = barrier._compact_docs(compact, dc.near.verify == "signature")
-    parts = partitions(docs.nbytes, dc)
-    mark = barrier._marker(dc.exact)
-    extras = {barrier.INDEX: docs.drop_columns([RANK, OLD]),
-              f"{barrier.INDEX}/{barrier.INDEX_META}": _json.dumps(barrier.index_meta(dc.near))}
-    edges = band_groups(docs, parts, (NODE,), bucket_edges(dc.near.threshold))
-    doc_ids = barrier._initial(docs.select([schema.ID]))
-    if not len(edges):
-        extras[barrier.CLUSTERS] = barrier.clusters_table(mark(doc_ids))
-        return mark(rows), extras, schema.STATUS
-    labels = components(edges, dc.near, partitions(edges.nbytes, dc))
-    members = labels.join(docs.select(ID_COLUMNS), NODE, join_type="inner")
-    clusters = by_part(members, choose_representatives)
-    new = clusters.filter(pc.invert(clusters[OLD])).select([schema.ID, CLUSTER, REP, SAME])
-    look = barrier._looked_up(new, mark)
-    extras[barrier.CLUSTERS] = barrier.clusters_table(look(doc_ids))
-    extras[barrier.CLUSTER_SIZES] = barrier._cluster_sizes(clusters)
-    return look(rows), extras, schema.STATUS
-
-
-def components(edges, near, parts: int):
-    """barrier.components: scipy on one worker up to cc_fast_path_max_edges, else large-star/small-star rounds."""
-    from ray_jobs.steps.dedup.components import (
-        both_directions,
-        count_markers,
-        large_star,
-        small_star,
-        star_labels,
-        union_find_labels,
-    )
-
-    if len(edges) <= near.cc_fast_path_max_edges:
-        return union_find_labels(parts)(edges)
-    for _ in range(near.cc_max_rounds):
-        large = by_part(both_directions(parts)(edges), large_star(parts))
-        if count_markers(large)["markers"][0].as_py() == 0:
-            return star_labels(parts)(large)
-        edges = by_part(large, small_star(parts))
-    raise RuntimeError("connected components did not converge")
-
-
-def split_decide(cfg, rows):
-    """split/barrier.build on one table: the hash key, the stratified plan when asked, the assignment."""
-    from ray_jobs import schema
-    from ray_jobs.steps.split.ops import (
-        AssignSplitStage,
-        SplitKeyStage,
-        SplitPlan,
-        bin_counts,
-        boundary_bins,
-        boundary_filter,
-        plan_from_boundaries,
-        sum_bin_counts,
-    )
-
-    keyed = SplitKeyStage(cfg.split)(rows)
-    plan = SplitPlan({})
-    if cfg.split.stratify_by:
-        counts = sum_bin_counts([bin_counts(keyed)])
-        bounds = boundary_bins(counts, cfg.split)
-        plan = plan_from_boundaries(bounds, cfg.split, boundary_filter(bounds)(keyed), counts)
-    return AssignSplitStage(cfg.split, plan)(keyed), {}, schema.SPLIT
-
-
-def leakage_decide(cfg, rows):
-    """leakage/barrier._marked: cross-split pairs per band partition, each pair once, leaked train ids marked."""
-    import pyarrow as pa
-
-    from ray_jobs import schema
-    from ray_jobs.steps.dedup.lsh import KEYS, SIG
-    from ray_jobs.steps.leakage.barrier import _leaked_train
-    from ray_jobs.steps.leakage.ops import cross_split_pairs, mark_leaked, unique_pairs
-
-    docs = rows.select([schema.ID, schema.SPLIT, KEYS, SIG])
-    parts = partitions(docs.nbytes, cfg.dedup)
-    pairs = unique_pairs(band_groups(docs, parts, (schema.ID, schema.SPLIT),
-                                     cross_split_pairs(cfg.dedup.near.threshold)))
-    leaked = _leaked_train(pairs, cfg.leakage.drop_train)
-    ids = leaked[schema.ID].combine_chunks() if len(leaked) else pa.array([], pa.string())
-    return mark_leaked(rows, ids), {"_pairs": pairs}, schema.STATUS
-
-
-def write_decisions(step_dir: Path, rows, partition: str, extras: dict) -> None:
-    import pyarrow.parquet as pq
-
-    writer = PartWriter(step_dir, partition, "00000")
-    writer.write(rows)
-    writer.close()
-    step_dir.mkdir(parents=True, exist_ok=True)
-    for name, extra in extras.items():
-        (step_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(extra, str):
-            (step_dir / name).write_text(extra)
-        else:
-            (step_dir / name).mkdir(exist_ok=True)
-            pq.write_table(extra, step_dir / name / "part-00000.parquet", compression="zstd")
+    runtime.in_process(decide_steps, cfg, steps, kept, cols, [run / s.name for s in steps], digests)
+    return {"global_s": round(time.time() - t, 2)}
 
 
 # ------------------------------------------------------------------------------------------------ checks

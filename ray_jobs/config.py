@@ -78,13 +78,26 @@ class RayConfig:
     # The shuffle behind exact dedup. "default" = Ray 2.60's own (shuffle_v2), made for large data. On 60 MB
     # (2 cores) "sort_shuffle_pull_based" ran the dedup stage in 3.5 s vs 7.2 s: fixed costs dominate there.
     shuffle_strategy: str = "default"
+    # Where the pipeline's model-holding steps (language ID, the tokenizer) run: "tasks" = each worker process sets
+    # the model up once and reuses it, and the read, the fused steps and the write are one task per file group;
+    # "actors" = an actor pool of <step>.actors x <step>.actor_cpus (a model too large to load once per process,
+    # or a GPU one). Actor pools split 2 cores into 2 x 0.5 CPU of actors and 1 CPU for reads and writes: pass 3
+    # took 267 s against the plain loop's 88 s at 1.1 GB (benchmarks/RESULTS.md, docs/ARCHITECTURE.md).
+    stateful_in: str = "tasks"
+    # A compact phase (dedup, split, leakage over id + digest columns) whose columns are at most this many MB runs
+    # in one Ray task, in-process (runtime/local.py), instead of ~18 Ray Data executions (114 s at 1.1 GB, ~170 MB
+    # of columns, where one process needs ~10 s). Its memory is a few times this (band rows carry signatures).
+    # 0 = always distributed.
+    local_compact_mb: int = 1024
 
     def __post_init__(self) -> None:
+        _choice("ray.stateful_in", self.stateful_in, ("tasks", "actors"))
         _choice("ray.shuffle_strategy", self.shuffle_strategy,
                 ("default", "shuffle_v2", "hash_shuffle", "sort_shuffle_pull_based", "sort_shuffle_push_based"))
-        if self.num_cpus < 0 or self.object_store_mb < 0 or self.batch_size < 1 or self.target_max_block_size_mb < 1:
-            raise ValueError("ray.num_cpus and ray.object_store_mb must be >= 0, ray.batch_size and "
-                             "ray.target_max_block_size_mb >= 1")
+        if min(self.num_cpus, self.object_store_mb, self.local_compact_mb) < 0 \
+                or min(self.batch_size, self.target_max_block_size_mb) < 1:
+            raise ValueError("ray.num_cpus, ray.object_store_mb and ray.local_compact_mb must be >= 0, "
+                             "ray.batch_size and ray.target_max_block_size_mb >= 1")
 
 
 @dataclass(frozen=True)
@@ -186,8 +199,9 @@ class OutputConfig:
     # of the text). output.export implies "split", pack.exports "bin" implies "tokenize".
     keep: tuple[str, ...] = ()
     # report.html scans at most this many MB of the final text (a seeded sample of row groups beyond it); its other
-    # figures come from stats.json and the column footers. 0 = scan everything.
-    report_scan_mb: int = 256
+    # figures come from stats.json and the column footers. 0 = scan everything. The scan re-normalises the text
+    # (~10 CPU s per 120 MB here): 256 MB made the report ~12 s, 64 MB keeps it a few seconds at any corpus size.
+    report_scan_mb: int = 64
 
     def __post_init__(self) -> None:
         _choice("output.export", self.export, EXPORT_FORMATS)

@@ -41,7 +41,7 @@ from ray_jobs.errors import UserError
 from ray_jobs.exports import export, export_megatron, export_packed_webdataset, export_token_bin
 from ray_jobs.io.readers import discover
 from ray_jobs.report.html import write_report
-from ray_jobs.rundir import DECISIONS, DROPS, ROWS, RunDir, fingerprint, write_atomic
+from ray_jobs.rundir import DECISIONS, DROPS, PARQUET_ARGS, ROWS, RunDir, fingerprint, write_atomic
 from ray_jobs.rundir.manifest import write_manifest
 from ray_jobs.rundir.stats import write_stats
 from ray_jobs.runtime import Dataset
@@ -172,7 +172,7 @@ def spill(step_dir: Path, rows: pa.Table, col: str = schema.STATUS) -> None:
         out = step_dir / f"{col}={value}"
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".part-{digest}.{uuid.uuid4().hex[:6]}.tmp"
-        pq.write_table(part, tmp, compression="zstd")
+        pq.write_table(part, tmp, **PARQUET_ARGS)
         os.replace(tmp, out / f"part-{digest}.parquet")
 
 
@@ -306,8 +306,7 @@ class Runner:
         actor_cpus = max((c.actor_cpus for c in pools), default=0.5)
         batch = max([cfg.ray.batch_size] + [cfg.pack.docs_per_batch for s in p.steps if s.name == "pack"])
         ds = runtime.apply(src.read(self.all_digest_cols, tokens=not p.steps[0].needs_text), fused,
-                           batch_size=batch, actors=actors,
-                           actor_cpus=actor_cpus)
+                           batch_size=batch, actors=actors, actor_cpus=actor_cpus, stateful_in=cfg.ray.stateful_in)
         for s in p.steps:  # a step redone here: its folder is rewritten whole
             if s is not last and self.run.stage_dir(s.name).exists():
                 shutil.rmtree(self.run.stage_dir(s.name))
@@ -337,17 +336,19 @@ class Runner:
             have = set(pq.read_schema(files[0]).names) if files else set()
             keys = {c for s in p.steps for c in s.key_columns(self.cfg)}
             cols = [schema.ID] + [c for c in digests if c in have] + sorted(keys & have - {schema.ID})
-            rows = runtime.read_parquet(src.text_dir, columns=cols)
+            args = (self.cfg, p.steps, src.text_dir, cols, [self.run.stage_dir(s.name) for s in p.steps],
+                    self.all_digest_cols)
+            mb = column_bytes(files, cols) / 2**20
+            if mb <= self.cfg.ray.local_compact_mb:
+                log.info("compact phase: %.0f MB of %s, in one process (ray.local_compact_mb = %d)", mb,
+                         ", ".join(cols), self.cfg.ray.local_compact_mb)
+                runtime.run_local(decide_steps, *args)
+            else:
+                decide_steps(*args)
             for s, f in zip(p.steps, fps):
-                decided, extras = s.decide(self.cfg, rows, read_input)
-                decided = runtime.materialize(decided)
-                out = runtime.map_tables(decided, _without(self.all_digest_cols), batch_size=None)
-                runtime.write_partitioned(out, self.run.stage_dir(s.name), s.partition, extras)
                 if self.keep(s):
                     self._full_rows(s, src)
                 self.run.mark_done(s.name, f, ROWS if self.keep(s) else DECISIONS, self.pass_no)
-                rows = runtime.map_tables(decided, _kept_only, batch_size=None) if s.partition == schema.STATUS \
-                    else decided
         artifact = self.run.kept_path(p.steps[-1].name) if p.steps[-1].partition == schema.STATUS else last_dir
         return Source(text_dir=src.text_dir, artifact_dir=artifact, fp=fps[-1])
 
@@ -399,6 +400,32 @@ class _Keep(Stage):
             kept = kept.drop_columns([schema.STATUS])
         spill(Path(self.step_dir), kept, self.partition)
         return table
+
+
+def column_bytes(files: list[Path], cols: list[str]) -> int:
+    """Uncompressed bytes of `cols` in these Parquet files, from their footers (nothing else is read)."""
+    total = 0
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            total += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                         if group.column(c).path_in_schema.split(".")[0] in cols)
+    return total
+
+
+def decide_steps(cfg: RunConfig, steps: list[Step], text_dir: Path, cols: list[str], out_dirs: list[Path],
+                 strip: tuple[str, ...]) -> None:
+    """A compact phase's global steps over the compact rows of `text_dir`, one after the other, each deciding on
+    the rows the one before kept and writing its decision rows to its folder. The same code runs through Ray Data
+    or, inside runtime.run_local, in one process (runtime/local.py)."""
+    rows = runtime.read_parquet(text_dir, columns=cols)
+    for s, out_dir in zip(steps, out_dirs):
+        decided, extras = s.decide(cfg, rows, read_input)
+        decided = runtime.materialize(decided)
+        runtime.write_partitioned(runtime.map_tables(decided, _without(strip), batch_size=None), out_dir,
+                                  s.partition, extras)
+        rows = runtime.map_tables(decided, _kept_only, batch_size=None) if s.partition == schema.STATUS else decided
 
 
 def _without(cols: tuple[str, ...]):

@@ -205,11 +205,14 @@ def test_rerun_skips_and_force_redoes_with_identical_ids(run_dir):
 
 
 def test_output_does_not_depend_on_blocks_batches_or_workers(run_dir, tmp_path):
+    """Also not on how it ran: the default run (models set up per worker process in tasks, the compact phase in
+    one process) against actor pools and the compact phase through Ray Data's shuffles and joins."""
     other = tmp_path / "other_layout"
     run_pipeline(_cfg(other, "clean.actors=1", "tokenize.actors=1", "ray.batch_size=64",
-                      "ray.target_max_block_size_mb=1", "dedup.num_buckets=7"))
-    for stage in ("clean", "dedup"):
-        for status in ("kept", "exact_duplicate", "too_short"):
+                      "ray.target_max_block_size_mb=1", "dedup.num_buckets=7", "ray.stateful_in=actors",
+                      "ray.local_compact_mb=0"))
+    for stage in ("clean", "dedup", "leakage"):
+        for status in ("kept", "exact_duplicate", "near_duplicate", "too_short"):
             a, b = run_dir / stage / f"status={status}", other / stage / f"status={status}"
             assert (a.exists() and _ids(a)) == (b.exists() and _ids(b)), (stage, status)
     split_a = _read(run_dir / "split", ["id", "split"]).sort_by("id")
@@ -236,7 +239,7 @@ def test_actor_placement_rule(nodes, actors, cpus, ok):
 
 def test_an_actor_pool_that_would_starve_the_read_fails_fast(ray_local, tmp_path):
     with pytest.raises(ValueError, match=r"3 x 0.5 CPU leaves no node with the 1 CPU a read task needs"):
-        run_pipeline(_cfg(tmp_path / "starved", "clean.actors=3"), stages=("clean",))
+        run_pipeline(_cfg(tmp_path / "starved", "clean.actors=3", "ray.stateful_in=actors"), stages=("clean",))
 
 
 def test_tokenize_and_pack_verbs_alone_give_the_runs_packed_tokens(run_dir, tmp_path):

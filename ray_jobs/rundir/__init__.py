@@ -33,6 +33,10 @@ from typing import Any
 from ray_jobs import schema
 
 INGEST = "ingest"  # RUN/ingest/<modality>/status=*/, written by `ray-jobs ingest`
+# Every Parquet file a run writes. zstd level 3 instead of pyarrow's 1: the clean text 12 % and the packed token
+# rows 3 % smaller (200 MB benchmark corpus) for ~0.01 CPU s per MB written, which kept the run's bytes under 3x
+# its input Parquet.
+PARQUET_ARGS = {"compression": "zstd", "compression_level": 3}
 MANIFEST = "manifest.json"
 # What a step's folder holds (its marker's "output"): "rows" = its output rows, all columns; "decisions" = one
 # compact row per input row (id, status or split, what the step added), written by a global step inside a plan

@@ -19,7 +19,9 @@ import ray.data
 from ray.data.context import ShuffleStrategy
 
 from ray_jobs.config import InputConfig, RayConfig
-from ray_jobs.rundir import atomic_dir
+from ray_jobs.rundir import PARQUET_ARGS, atomic_dir
+from ray_jobs.runtime import local
+from ray_jobs.runtime.local import Local
 from ray_jobs.steps.base import Stage
 
 Dataset = ray.data.Dataset  # for annotations elsewhere: only this package imports Ray
@@ -65,11 +67,33 @@ class _StageActor:
         return self._stage(table)
 
 
+_STAGES: dict[str, Stage] = {}  # per worker process: token -> a stateful stage after its setup()
+
+
 def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors: int = 1,
-          actor_cpus: float = 1.0) -> ray.data.Dataset:
-    """Run a stage over a dataset: tasks for stateless stages, an actor pool for stateful ones."""
+          actor_cpus: float = 1.0, stateful_in: str = "actors") -> ray.data.Dataset:
+    """Run a stage over a dataset: tasks for stateless stages; a stateful one (a model) in an actor pool, or with
+    `stateful_in = "tasks"` in plain tasks that set it up once per worker process (Ray reuses the processes) and
+    reuse it for every later batch there. Tasks fuse with the read before and the write after (one task reads a
+    file group, maps it, writes it: no object-store hop, no actor/read/write CPU split), which is how the
+    pipeline's passes run (ray.stateful_in)."""
+    if isinstance(ds, Local):
+        if stage.stateful:
+            stage.setup()
+        return local.map_tables(ds, stage, batch_size)
     if not stage.stateful:
         return ds.map_batches(stage, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
+    if stateful_in == "tasks":
+        token = uuid.uuid4().hex
+
+        def per_process(table: pa.Table) -> pa.Table:
+            if token not in _STAGES:
+                _STAGES.clear()  # one pass at a time: an earlier pass's model is garbage now
+                stage.setup()
+                _STAGES[token] = stage
+            return _STAGES[token](table)
+
+        return ds.map_batches(per_process, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
     _check_actor_cpus(actors, actor_cpus)
     return ds.map_batches(
         _StageActor,
@@ -109,18 +133,24 @@ def spread_leaves_a_cpu(node_cpus: list[float], actors: int, actor_cpus: float) 
 def map_groups(ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table],
                num_partitions: int) -> ray.data.Dataset:
     """Shuffle rows so every row with the same `key` meets in one call of `fn` (hash shuffle, distributed)."""
+    if isinstance(ds, Local):
+        return local.map_groups(ds, key, fn)
     return ds.groupby(key, num_partitions=num_partitions).map_groups(fn, batch_format="pyarrow")
 
 
 def map_tables(ds: ray.data.Dataset, fn: Callable[[pa.Table], pa.Table], *,
                batch_size: int | None) -> ray.data.Dataset:
     """A plain stateless function over batches (for glue that is not a configured stage)."""
+    if isinstance(ds, Local):
+        return local.map_tables(ds, fn, batch_size)
     return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
 
 
 def join(left: ray.data.Dataset, right: ray.data.Dataset, how: str, on: str,
          num_partitions: int) -> ray.data.Dataset:
     """Hash join of two datasets on one column (Ray's distributed join: both sides shuffled by key)."""
+    if isinstance(left, Local):
+        return local.join(left, right, how, on)
     return left.join(right, join_type=how, num_partitions=num_partitions, on=(on,))
 
 
@@ -134,6 +164,8 @@ def map_with_side_table(ds: ray.data.Dataset, side: ray.data.Dataset,
     The side dataset's blocks stay in the object store (never pulled through the driver); each worker process
     fetches them once, calls `make_fn(side_table)` once (e.g. to build a hash index) and reuses the result for
     every block it maps. Memory: one copy of the side table per worker process, so callers cap its size."""
+    if isinstance(ds, Local):
+        return local.map_tables(ds, make_fn(side.table()), None)
     refs = side.to_arrow_refs()
     token = uuid.uuid4().hex
 
@@ -151,6 +183,8 @@ def materialize(ds: ray.data.Dataset, ordered: bool = False) -> ray.data.Dataset
     """Compute once, keep the blocks (spilled to disk when larger than the object store) for several readers.
     `ordered`: blocks in input order rather than finishing order, for consumers whose result depends on the order
     they see blocks in (SGD in tasks_over_blocks); it holds finished blocks behind slow ones, so only then."""
+    if isinstance(ds, Local):
+        return ds
     if ordered:  # a Dataset runs with the DataContext copied when it was created, not the current one
         ds.context.execution_options.preserve_order = True
     return ds.materialize()
@@ -178,6 +212,8 @@ def tasks_over_blocks(fn: Callable, ds: ray.data.Dataset, args_list: list[tuple]
     """One Ray task per `args` in `args_list`, each calling `fn(blocks, *args)` where `blocks` is a sequence over
     the materialized `ds`'s blocks (each task streams all of them; a list of refs travels, not the data); the
     tasks run side by side as CPUs allow. Returns their results in `args_list` order."""
+    if isinstance(ds, Local):
+        return [fn(ds.tables, *args) for args in args_list]
     refs = ds.to_arrow_refs()
     remote = ray.remote(num_cpus=num_cpus)(_call_with_blocks)
     return ray.get([remote.remote(fn, refs, *args) for args in args_list])
@@ -185,6 +221,8 @@ def tasks_over_blocks(fn: Callable, ds: ray.data.Dataset, args_list: list[tuple]
 
 def count(ds: ray.data.Dataset) -> int:
     """Row count; free on a materialized dataset (block metadata)."""
+    if isinstance(ds, Local):
+        return ds.count()
     return ds.count()
 
 
@@ -192,21 +230,29 @@ def partitions(ds: ray.data.Dataset, partition_mb: int, max_partitions: int) -> 
     """Shuffle partitions for a materialized dataset: one per `partition_mb` of data, at most `max_partitions`.
     Each partition is one reduce task's input, so this is what bounds worker memory; on small data it also
     keeps Ray's per-partition fixed cost (~0.2 s each) from dominating."""
+    if isinstance(ds, Local):
+        return 1  # one process: partitions only add per-group calls
     return max(1, min(max_partitions, -(-ds.size_bytes() // (partition_mb * 1024 * 1024))))
 
 
 def union(first: ray.data.Dataset, *others: ray.data.Dataset) -> ray.data.Dataset:
+    if isinstance(first, Local):
+        return Local(first.tables + [t for o in others for t in o.tables])
     return first.union(*others) if others else first
 
 
 def rebatch(ds: ray.data.Dataset, rows_per_block: int) -> ray.data.Dataset:
     """Streaming re-blocking to at most `rows_per_block` rows (small blocks combined): fewer, larger blocks for
     narrow tables, whose per-block task overhead (~0.1 s here) would otherwise dominate."""
+    if isinstance(ds, Local):
+        return local.rebatch(ds, rows_per_block)
     return ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
 def one_block(ds: ray.data.Dataset) -> ray.data.Dataset:
     """Everything in one block, so one task sees all rows (only for data known to be small)."""
+    if isinstance(ds, Local):
+        return Local([ds.table()])
     return ds.repartition(1)
 
 
@@ -214,6 +260,8 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data
     """A Parquet file or folder (hive `col=value` folders become columns; `_`/`.` folders and non-Parquet files,
     such as an index's `_meta.json`, are skipped); `columns`: only these are read (Parquet is columnar: the
     text of a folder is not read when it is not asked for). A folder with no rows is an empty dataset."""
+    if local.ACTIVE:
+        return local.read_parquet(path, columns)
     p = Path(path)
     if p.is_dir() and not any(f for f in p.rglob("*.parquet")
                               if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)):
@@ -224,11 +272,17 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> ray.data
 
 def from_table(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
     """A small driver-side table (a manifest: paths and captions, not the assets) as blocks of rows_per_block."""
+    if local.ACTIVE:
+        return Local([table])
     return ray.data.from_arrow([table.slice(i, rows_per_block) for i in range(0, max(len(table), 1), rows_per_block)])
 
 
 def read_corpus(units: list, input_cfg: InputConfig) -> ray.data.Dataset:
     """The canonical rows of `units` (io/readers.discover) through the project's own datasource."""
+    if local.ACTIVE:
+        from ray_jobs.io.readers import read_group
+
+        return local.read_groups([units], lambda group: read_group(group, input_cfg))
     from ray_jobs.runtime.datasource import CorpusDatasource
 
     return ray.data.read_datasource(CorpusDatasource(units, input_cfg))
@@ -236,6 +290,9 @@ def read_corpus(units: list, input_cfg: InputConfig) -> ray.data.Dataset:
 
 def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Table]:
     """Stream a dataset to the driver in Arrow batches (never `ds.sum()`: it reserves a CPU and serialises tasks)."""
+    if isinstance(ds, Local):
+        yield from local.batches(ds, batch_size)
+        return
     yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
 
 
@@ -249,13 +306,33 @@ def write_partitioned(ds: ray.data.Dataset, out_dir: Path, partition_col: str,
     run never leaves a half-written stage folder that a re-run would mistake for output.
     """
     with atomic_dir(out_dir) as tmp:
-        ds.write_parquet(str(tmp), partition_cols=[partition_col], compression="zstd")
+        if isinstance(ds, Local):
+            local.write_parquet(ds, tmp, partition_col)
+        else:
+            ds.write_parquet(str(tmp), partition_cols=[partition_col], **PARQUET_ARGS)
         tmp.mkdir(parents=True, exist_ok=True)  # an empty dataset writes nothing; the stage folder still exists
         for name, extra in extras.items():
             assert name.startswith("_"), name
             if isinstance(extra, str):
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_text(extra)
+            elif isinstance(extra, Local):
+                local.write_parquet(extra, tmp / name)
             else:
-                extra.write_parquet(str(tmp / name), compression="zstd")
+                extra.write_parquet(str(tmp / name), **PARQUET_ARGS)
                 (tmp / name).mkdir(exist_ok=True)
+
+
+def in_process(fn: Callable, *args: object) -> object:
+    """`fn(*args)` with every runtime call inside it run here, on Arrow tables (runtime/local.py)."""
+    local.ACTIVE = True
+    try:
+        return fn(*args)
+    finally:
+        local.ACTIVE = False  # Ray reuses the worker process for other tasks
+
+
+def run_local(fn: Callable, *args: object, num_cpus: float = 1) -> object:
+    """`fn(*args)` in one Ray task (on a worker, not the driver: its memory is not the driver's), with every
+    runtime call inside it run in-process on Arrow tables (runtime/local.py) instead of through Ray Data."""
+    return ray.get(ray.remote(num_cpus=num_cpus)(in_process).remote(fn, *args))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,6 @@ import pyarrow.compute as pc
 from ray_jobs import runtime, schema
 from ray_jobs.config import LabelsConfig, RunConfig
 from ray_jobs.runtime import Dataset
-from ray_jobs.steps.labels import detect
 from ray_jobs.steps.labels.model import (
     X_INDICES,
     X_VALUES,
@@ -39,6 +39,9 @@ from ray_jobs.steps.labels.model import (
 )
 from ray_jobs.steps.split.ops import split_hashes
 
+if TYPE_CHECKING:
+    from ray_jobs.steps.labels.detect import Cutoffs
+
 log = logging.getLogger("ray_jobs")
 
 LABEL_ISSUE, MISSING_LABEL = "label_issue", "missing_label"
@@ -49,6 +52,8 @@ MAX_MODEL_BYTES = 2 << 30  # the K models travel to every prediction task
 
 
 def build(cfg: RunConfig, ds: Dataset, read_input=None) -> tuple[Dataset, dict]:
+    from ray_jobs.steps.labels import detect  # imports cleanlab (2.3 s): only when the step runs
+
     lc = cfg.labels
     ds = runtime.map_tables(ds, _with_status(lc), batch_size=None)
     classes = _classes(ds, lc)
@@ -229,6 +234,8 @@ def _per_batch(ds: Dataset, n_classes: int, fn) -> list[pa.Table]:
 
 
 def _sums_table(y: np.ndarray, probs: np.ndarray, _tie: np.ndarray) -> pa.Table:
+    from ray_jobs.steps.labels import detect
+
     s = detect.class_sums(y, probs)
     return pa.table({"sum": s[0], "n": s[1]})
 
@@ -254,8 +261,10 @@ def _candidates_dict(table: pa.Table) -> dict:
             for a, b in {(int(a), int(b)) for a, b in zip(k, j)}}
 
 
-def _marker(lc: LabelsConfig, classes: pa.Array, t: np.ndarray, cut: detect.Cutoffs | None):
+def _marker(lc: LabelsConfig, classes: pa.Array, t: np.ndarray, cut: Cutoffs | None):
     """The row-local decisions: predicted label, p(given), quality score, issue flag (and status on drop)."""
+    from ray_jobs.steps.labels import detect
+
     def fn(table: pa.Table) -> pa.Table:
         y, probs, tie = _arrays(table, len(classes))
         issue = detect.flag(y, probs, tie, lc.filter_by, t, cut)
