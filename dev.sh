@@ -40,6 +40,10 @@ install() {
   # torch first and pinned: 2.13.0 is a CPU wheel on the build machines; an unpinned torch pulls a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   "$VENV/bin/python" -m pip install -q -e ".[all,dev]"
+  # A CUDA machine: bitsandbytes for the 8-bit optimizer (without it train.optimizer = "auto" trains plain AdamW)
+  if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install -q -e ".[gpu]"
+  fi
   touch "$stamp"
 }
 

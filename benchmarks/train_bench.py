@@ -73,7 +73,7 @@ def padding_figures(tokenize_dir: Path, micro: int, seq_len: int) -> dict:
 def child(args: argparse.Namespace, overrides: dict) -> dict:
     import torch
 
-    from ray_jobs.config import ModelConfig, TrainConfig
+    from ray_jobs.train.config import ModelConfig, TrainConfig
     from ray_jobs.train.model import (
         attention_impl,
         build_model,

@@ -29,6 +29,9 @@ SPLITS = ("train", "val", "test")
 # Chat rows: the conversation as JSON ([{"role": ..., "content": ...}]), next to a `text` made of its contents.
 MESSAGES = "messages"
 
+# Token rows padded to a fixed length (tokenize.padding = "max_length"): 1 on tokens, 0 on padding.
+ATTENTION_MASK = "attention_mask"
+
 CORE_FIELDS = (
     pa.field(ID, pa.string(), nullable=False),
     pa.field(TEXT, pa.string()),

@@ -28,7 +28,10 @@ def ingested(ray_local, tmp_path_factory):
     images, pdfs = _images(root), _pdfs(root)
     t = np.arange(22_050) / 22_050
     sf.write(root / "tone.wav", 0.3 * np.sin(2 * math.pi * 440 * t), 22_050)
-    lines = [{"id": k, "modality": "image", "file": k, "caption": f"a photo called {k}"} for k in images]
+    lines = [{"id": k, "modality": "image", "file": k, "caption": f"a photo called {k}"} for k in images
+             if k != "b.jpg"]
+    lines.append({"id": "b.jpg", "modality": "image", "file": "b.jpg", "instruction": "What is shown?",
+                  "response": "Random coloured noise."})  # a VLM instruction pair
     lines += [{"id": k, "modality": "pdf", "file": k} for k in pdfs]
     lines += [{"id": "tone", "modality": "audio", "file": "tone.wav", "transcription": "a tone"},
               {"id": "gone", "modality": "audio", "file": "missing.wav", "transcription": "no file"}]
@@ -68,3 +71,35 @@ def test_ingested_rows_go_through_dedup_and_split_like_text(ingested, tmp_path):
     assert cli_main(["split", "--input", str(run / "dedup" / "status=kept"), "--output", str(run),
                      "--set", "ray.progress_bars=false"]) == 0
     assert sorted(r["id"] for r in _rows(run / "split")) == ["a.png", "b.jpg"]
+
+
+def test_image_rows_run_into_vlm_token_rows_and_an_hf_export_with_lazy_images(ingested, tmp_path):
+    """`ray-jobs run` on the ingest output: the image rows go through the chat template as VLM prompts (the
+    instruction, else tokenize.image_prompt, after the image placeholder), labels on the answer only, the image
+    bytes kept beside the tokens (pack off); the HF export gives the images as a lazily decoded Image() column."""
+    import datasets
+
+    from ray_jobs.config import TokenizeConfig
+    from ray_jobs.steps.tokenize.tokenizer import load_tokenizer
+
+    out, _ = ingested
+    run = tmp_path / "vlm"
+    sets = [f'input.paths=["{out / "ingest" / "image" / "status=kept"}"]', "ray.progress_bars=false",
+            "clean.quality.enabled=[]", "clean.allowed_langs=[]", "pack.enabled=false", "output.export=hf",
+            'tokenize.image_prompt="Caption this."']
+    assert cli_main(["run", "--output", str(run), *[a for kv in sets for a in ("--set", kv)]]) == 0
+    rows = {r["id"]: r for r in _rows(run / "tokenize")}
+    assert sorted(rows) == ["a.png", "b.jpg"]
+    tok = load_tokenizer(TokenizeConfig().tokenizer)
+
+    def decoded(ids):
+        return tok.decode([i for i in ids if i != -100], skip_special_tokens=False)
+
+    assert "<|im_start|>user\n<image>\nWhat is shown?<|im_end|>" in decoded(rows["b.jpg"]["input_ids"])
+    assert decoded(rows["b.jpg"]["labels"]) == "Random coloured noise.<|im_end|>"
+    assert "<image>\nCaption this.<|im_end|>" in decoded(rows["a.png"]["input_ids"])
+    assert decoded(rows["a.png"]["labels"]) == "a photo called a.png<|im_end|>"
+    assert all(r["image"] and r["width"] == 400 for r in rows.values())
+    hf = datasets.load_from_disk(str(run / "export" / "hf"))
+    images = {r["id"]: r["image"] for split in hf.values() for r in split}
+    assert sorted(images) == ["a.png", "b.jpg"] and all(im.size == (400, 300) for im in images.values())

@@ -64,7 +64,7 @@ def test_missing_local_tokenizer_names_the_fix(tmp_path):
 
 
 def test_padding_max_length_truncates_pads_and_masks():
-    from ray_jobs.steps.tokenize.ops import ATTENTION_MASK
+    from ray_jobs.schema import ATTENTION_MASK
     from ray_jobs.train.data import collate_padded
 
     cfg = TokenizeConfig(max_length=12, padding="max_length", keep_text=True)

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ray_jobs.config import ModelConfig, TrainConfig
 from ray_jobs.steps.pack.ops import pack
 from ray_jobs.steps.tokenize.chat import IGNORE
+from ray_jobs.train.config import ModelConfig, TrainConfig
 from ray_jobs.train.data import (
     REAL_TOKENS,
     ROW_KEY,
@@ -182,7 +182,17 @@ def test_ddp_all_reduces_once_per_optimizer_step_not_per_micro_batch(tmp_path):
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: bf16 autocast and bitsandbytes 8-bit")
+def _no_8bit_reason() -> str:
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return "CUDA only: bf16 autocast and bitsandbytes' 8-bit optimizer are CUDA kernels (no CUDA device here)"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed: pip install -e .[gpu] (dev.sh does when nvidia-smi works)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_no_8bit_reason()), reason=_no_8bit_reason())
 def test_bf16_and_8bit_optimizer_step_on_cuda():
     cfg = TrainConfig(model=ModelConfig(hidden_size=64, num_layers=1, num_heads=4), optimizer="adamw8bit")
     device = torch.device("cuda")

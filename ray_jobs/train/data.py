@@ -9,12 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-import xxhash
 
-from ray_jobs.schema import ID, SPLIT
+from ray_jobs.schema import ATTENTION_MASK, ID, SPLIT
 from ray_jobs.steps.pack.ops import DOC_IDS, DOC_OFFSETS, INPUT_IDS, LABELS, POSITION_IDS, SEQ_LENS
 from ray_jobs.steps.tokenize.chat import IGNORE
-from ray_jobs.steps.tokenize.ops import ATTENTION_MASK
 
 REAL_TOKENS = "real_tokens"  # tokens that are not padding: popped before the forward pass
 ROW_KEY = "row_key"  # int64 key of each token row (row_keys): which rows a checkpoint has trained on
@@ -34,6 +32,8 @@ def row_keys(table: pa.Table) -> np.ndarray:
     * unpacked rows (a tokenize folder): xxh3-64 of the document id;
     * rows with neither (any Parquet of token rows): xxh3-64 of the input ids; identical rows share a key.
     """
+    import xxhash  # here: the GPU check runs the collate on machines without it
+
     names = table.column_names
     if DOC_IDS in names and DOC_OFFSETS in names:
         texts = ["\x1f".join(f"{d}\x1e{o}" for d, o in zip(ids, offs)).encode()

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ray_jobs.config import ModelConfig, TrainConfig
+from ray_jobs.train.config import ModelConfig, TrainConfig
 
 log = logging.getLogger("ray_jobs")
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from ray_jobs.config import ModelConfig, TrainConfig
+from ray_jobs.train.config import ModelConfig, TrainConfig
 from ray_jobs.train.data import REAL_TOKENS, ROW_KEY
 from ray_jobs.train.model import build_model
 

@@ -26,7 +26,6 @@ LABELS = "labels"
 NUM_TOKENS = "num_tokens"
 LOSS_TOKENS = "loss_tokens"  # tokens with a label: all of a text row, the assistant's of a chat row
 TRUNCATED = "truncated"
-ATTENTION_MASK = "attention_mask"  # with tokenize.padding = "max_length": 1 on tokens, 0 on padding
 
 
 def list_column(lengths: np.ndarray, values: np.ndarray) -> pa.ListArray:
@@ -103,7 +102,7 @@ class TokenizeStage(Stage):
                .append_column(NUM_TOKENS, pa.array(lengths))
                .append_column(LOSS_TOKENS, pa.array(loss))
                .append_column(TRUNCATED, pa.array(full > lengths)))
-        return out if mask_col is None else out.append_column(ATTENTION_MASK, mask_col)
+        return out if mask_col is None else out.append_column(schema.ATTENTION_MASK, mask_col)
 
     def _padded(self, ids: list[np.ndarray], labels: list[np.ndarray], lengths: np.ndarray):
         """Rows right-padded to max_length: ids with the pad id, labels with IGNORE, and the attention mask."""
