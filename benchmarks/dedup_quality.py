@@ -9,7 +9,9 @@ Truth. The graph whose edges are the truth pairs with exact Jaccard >= --thresho
 normalised text; pairs across families are taken as dissimilar, which make_dedup_corpus.py checks on a sample).
 A connected component of s documents needs s-1 removals, any s-1 of them. A removed document is a true positive if
 its component has s >= 2 documents, at most s-1 per component: TP = sum over components of min(removed in it, s-1).
-precision = TP / removed, recall = TP / sum(s-1). chain recall is the recall over the components that hold a
+precision = TP / removed, recall = TP / sum(s-1). Pair level (ours: its `_clusters`): pair recall = truth pairs
+(Jaccard >= --threshold) whose two documents share a cluster / truth pairs; pair precision = pairs of documents
+that share a cluster and lie in one truth component / pairs that share a cluster. chain recall is the recall over the components that hold a
 `chain` document (copies of copies: only a transitive method finds all of them); chain removed counts removed
 `chain` documents.
 
@@ -106,6 +108,8 @@ class Truth:
                 i = parent[i]
             return i
 
+        self.pairs = [(self.index[a], self.index[b]) for a, b, j in zip(pairs["id_a"], pairs["id_b"], pairs["jaccard"])
+                      if j >= threshold]
         for a, b, j in zip(pairs["id_a"], pairs["id_b"], pairs["jaccard"]):
             if j >= threshold:
                 ra, rb = root(self.index[a]), root(self.index[b])
@@ -138,6 +142,21 @@ class Truth:
             "removed_singletons": sum(self.size[self.comp[i]] == 1 for i in docs),
             "unknown_ids": len(unknown),
         }
+
+
+    def score_pairs(self, cluster_of: dict[str, str]) -> dict:
+        """Pair precision and recall of a clustering (id -> cluster id; ids missing are alone)."""
+        cluster = [cluster_of.get(d, d) for d in self.index]
+        found = sum(cluster[a] == cluster[b] for a, b in self.pairs)
+        members: dict[str, list[int]] = {}
+        for i, c in enumerate(cluster):
+            members.setdefault(c, []).append(i)
+        predicted = right = 0
+        for docs in members.values():
+            predicted += len(docs) * (len(docs) - 1) // 2
+            right += sum(n * (n - 1) // 2 for n in Counter(self.comp[i] for i in docs).values())
+        return {"pair_precision": right / predicted if predicted else None,
+                "pair_recall": found / len(self.pairs) if self.pairs else None, "pairs_predicted": predicted}
 
 
 def run_classic(table: pa.Table, threshold: float, num_perm: int) -> dict:
@@ -236,7 +255,8 @@ def run_ours(corpus: Path, work: Path, overrides: list[str], timeout: float) -> 
             "rows_by_status": {s: len(v) for s, v in status_ids.items()},
             "clusters": {"rows": len(clusters["id"]), "clusters_ge_2": sum(n > 1 for n in cluster_sizes.values()),
                          "largest": max(cluster_sizes.values(), default=0)},
-            "not_kept_in_clusters": {d for d, k in zip(clusters["id"], clusters["kept"]) if not k}}
+            "not_kept_in_clusters": {d for d, k in zip(clusters["id"], clusters["kept"]) if not k},
+            "cluster_of": dict(zip(clusters["id"], clusters["cluster_id"]))}
 
 
 def run_datatrove(python: str, corpus: Path, work: Path, char: bool, timeout: float) -> dict:
@@ -262,14 +282,15 @@ def fmt(x, spec: str) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| method | removed | precision | recall | chain recall | chain removed | seconds | MB/s "
-             "| MB/s per core | CPU s | MB per CPU s | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | removed | precision | recall | pair precision | pair recall | chain recall | chain removed "
+             "| seconds | MB/s | MB/s per core | CPU s | MB per CPU s | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} | | | | | | | | | | |")
+            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} |" + " |" * 13)
             continue
         lines.append(f"| {r['method']} | {r['removed']:,} | {fmt(r['precision'], '.4f')} | {fmt(r['recall'], '.4f')} "
+                     f"| {fmt(r.get('pair_precision'), '.4f')} | {fmt(r.get('pair_recall'), '.4f')} "
                      f"| {fmt(r['chain_recall'], '.4f')} | {r['chain_removed']:,} | {r['seconds']:.1f} "
                      f"| {r['mb_per_s']:.2f} | {r['mb_per_s_per_core']:.2f} | {fmt(r.get('cpu_seconds'), '.0f')} "
                      f"| {fmt(r.get('mb_per_cpu_s'), '.2f')} | {fmt(r.get('peak_rss_mb'), ',.0f')} |")
@@ -346,6 +367,9 @@ def main() -> None:
                 removed = set(ids) - status_ids.get("kept", set())
                 out["ids_in_no_status"] = len(set(ids).difference(*status_ids.values()))
                 out["clusters"]["not_kept_disagreeing_with_status"] = len(out.pop("not_kept_in_clusters") ^ removed)
+                cluster_of = out.pop("cluster_of")
+                if truth:
+                    out.update(truth.score_pairs(cluster_of))
             elif method == "datatrove":
                 kept = out.pop("kept_ids")
                 removed = set(ids) - set(kept)

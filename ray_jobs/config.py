@@ -182,9 +182,10 @@ def _coerce(path: str, tp: Any, value: Any) -> Any:
     return value
 
 
-# Keys that were renamed: the old name fails with the new one in the message (none yet; e.g.
-# {"dedup.exact": "dedup.exact.enabled"}).
-RENAMED: dict[str, str] = {}
+# Keys that were renamed: the old name fails with the new one in the message.
+_DEDUP_METHOD = ('dedup.method ("near": near and exact duplicates, "exact": identical texts only, "off"; the old '
+                 'dedup.exact = false with near dedup on still removed identical texts)')
+RENAMED: dict[str, str] = {"dedup.exact": _DEDUP_METHOD, "dedup.near.enabled": _DEDUP_METHOD}
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

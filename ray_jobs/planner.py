@@ -421,7 +421,8 @@ def decide_steps(cfg: RunConfig, steps: list[Step], text_dir: Path, cols: list[s
     or, inside runtime.run_local, in one process (runtime/local.py)."""
     rows = runtime.read_parquet(text_dir, columns=cols)
     for s, out_dir in zip(steps, out_dirs):
-        decided, extras = s.decide(cfg, rows, read_input)
+        text = {"text": lambda columns: runtime.read_parquet(text_dir, columns=columns)} if s.reads_text else {}
+        decided, extras = s.decide(cfg, rows, read_input, **text)
         decided = runtime.materialize(decided)
         runtime.write_partitioned(runtime.map_tables(decided, _without(strip), batch_size=None), out_dir,
                                   s.partition, extras)

@@ -38,10 +38,9 @@ collapse_whitespace = true
 enabled = {json.dumps(list(REASONS))}
 
 [dedup]
-exact = true
+method = "near"
 
 [dedup.near]
-enabled = true
 threshold = 0.85
 
 [split]
@@ -163,7 +162,7 @@ def test_split_before_dedup_fails_and_a_missing_split_warns(tmp_path):
 
 def test_quality_and_dedup_checks_follow_the_config(tmp_path):
     config = CONFIG.replace(json.dumps(list(REASONS)), json.dumps(list(REASONS[:-2]))).replace(
-        "[dedup.near]\nenabled = true", "[dedup.near]\nenabled = false")
+        'method = "near"', 'method = "exact"')
     checks = _checks(make_run(tmp_path / "run", config=config))
     status, detail = checks["quality filters applied"]
     assert status == WARN and "11 of 13 rules on" in detail and "off: top_ngram_repetition, no_stop_words" in detail

@@ -144,19 +144,19 @@ def deduplicated(config: dict[str, Any], dedup: dict[str, Any] | None, text_run:
                                                            "cleaned rows"):
         return gate
     section = config.get("dedup", {})
-    exact, near = section.get("exact", True), section.get("near", {}).get("enabled", True)
+    method = section.get("method", "near")
     dropped = dedup["dropped"]
     clusters = sum(n for size, n in dedup.get("cluster_sizes", {}).items() if size != "1")
     detail = (f"{dropped.get('exact_duplicate', 0):,} exact and {dropped.get('near_duplicate', 0):,} near "
               f"duplicates dropped of {dedup['rows_in']:,} rows; {clusters:,} near-duplicate clusters of 2 or more")
-    if exact and near:
-        threshold = section.get("near", {}).get("threshold")
-        return Check(name, PASS, f"{detail} (MinHash-LSH, Jaccard threshold {threshold})")
-    if not exact and not near:
-        return Check(name, FAIL, "dedup ran with dedup.exact = false and dedup.near.enabled = false: nothing was "
-                                 "deduplicated; fix: turn one on and re-run with --force")
-    which = "dedup.near.enabled = false: only exact" if exact else "dedup.exact = false: only near"
-    return Check(name, WARN, f"{which} duplicates were looked for; {detail}")
+    if method == "near":
+        near = section.get("near", {})
+        return Check(name, PASS, f"{detail} (MinHash-LSH candidates, verified by {near.get('verify')}, Jaccard "
+                                 f"threshold {near.get('threshold')})")
+    if method == "off":
+        return Check(name, FAIL, "dedup ran with dedup.method = \"off\": nothing was deduplicated; fix: set "
+                                 "dedup.method = \"near\" and re-run with --force")
+    return Check(name, WARN, f"dedup.method = \"exact\": only identical texts were looked for; {detail}")
 
 
 def split_after_dedup(config: dict[str, Any], markers: dict[str, dict[str, Any]],

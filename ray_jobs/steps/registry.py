@@ -55,6 +55,9 @@ class Step:
     digest: Digest | None = None  # GLOBAL: what the text pass before it computes for it
     # GLOBAL: (cfg, compact rows, read_input) -> (decided compact rows with status, side tables)
     decide: Callable[..., tuple[Any, dict]] | None = None
+    # GLOBAL with decide: it also gets `text=(columns) -> the text pass's kept rows` (Parquet: only the columns
+    # asked for), to read the text of the few rows it needs (dedup's exact check of candidate pairs)
+    reads_text: bool = False
     key_columns: Callable[[Any], tuple[str, ...]] = lambda cfg: ()  # columns its compact rows need
     # GLOBAL: its single-step verb on full rows: (cfg, rows, read_input) -> (rows with status, side tables)
     build: Callable[..., tuple[Any, dict]] | None = None

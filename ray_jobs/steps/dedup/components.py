@@ -21,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ray_jobs import schema
-from ray_jobs.steps.dedup.lsh import HASH, NODE, OLD, PART, RANK, A, B, partition_of
+from ray_jobs.steps.dedup.lsh import HASH, NODE, OLD, PART, RANK, SIM, A, B, partition_of
 
 LABEL = "_label"
 CLUSTER, REP, SIZE, SAME = "_cluster", "_rep", "_size", "_same"
@@ -127,7 +127,8 @@ def _label_table(node: np.ndarray, label: np.ndarray, num_partitions: int) -> pa
 
 
 def union_find_labels(num_partitions: int):
-    """Fast path: all edges in one table -> (node, smallest node of its component), by scipy."""
+    """Fast path: all edges in one table -> (node, smallest node of its component), by scipy; with `_sim` on the
+    edges, also each node's highest similarity."""
 
     def fn(table: pa.Table) -> pa.Table:
         a, b = _edges(table)
@@ -137,14 +138,20 @@ def union_find_labels(num_partitions: int):
         _, comp = connected_components(graph, directed=False)
         smallest = np.full(comp.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(smallest, comp, np.arange(n))  # nodes are sorted: the smallest index is the smallest node
-        return _label_table(nodes, nodes[smallest[comp]], num_partitions)
+        labels = _label_table(nodes, nodes[smallest[comp]], num_partitions)
+        if SIM not in table.column_names:
+            return labels
+        best = np.full(n, -np.inf)  # each node's highest similarity over its edges (unchecked edges: NaN, skipped)
+        np.fmax.at(best, inverse, np.tile(table[SIM].to_numpy(zero_copy_only=False), 2))
+        return labels.append_column(SIM, pa.array(np.where(np.isinf(best), np.nan, best), from_pandas=True))
 
     return fn
 
 
 def choose_representatives(rows: pa.Table) -> pa.Table:
-    """Members of whole components (node, label, id, hash, rank, old) -> id, cluster (the representative's id),
-    rep (is it the representative), same (is its text hash the representative's: an exact duplicate), size.
+    """Members of whole components (node, label, id, hash, rank, old, and _sim when the pairs were checked) -> id,
+    cluster (the representative's id), rep (is it the representative), same (is its text hash the
+    representative's: an exact duplicate), size, old (and _sim: its highest exact Jaccard to another member).
     Indexed (old) documents win, then the highest rank, then the smallest id, so the choice does not depend on
     block layout or worker count."""
     rows = rows.take(pc.sort_indices(rows, [(LABEL, "ascending"), (OLD, "descending"), (RANK, "descending"),
@@ -162,7 +169,7 @@ def choose_representatives(rows: pa.Table) -> pa.Table:
     hashes = rows[HASH].to_numpy()
     is_rep = np.zeros(len(rows), dtype=bool)
     is_rep[starts] = True
-    return pa.table({
+    out = pa.table({
         schema.ID: ids,
         CLUSTER: ids.take(pa.array(head)),
         REP: pa.array(is_rep),
@@ -170,3 +177,4 @@ def choose_representatives(rows: pa.Table) -> pa.Table:
         SIZE: pa.array(np.repeat(sizes, sizes).astype(np.int64)),
         OLD: rows[OLD],
     })
+    return out.append_column(SIM, rows[SIM]) if SIM in rows.column_names else out

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ray_jobs.steps.dedup.minhash import MinHashConfig
+from ray_jobs.steps.dedup.minhash import MinHashConfig, recall_bands_rows
 
 REPRESENTATIVES = ("lowest_id", "longest", "highest_score")
+VERIFY = ("exact", "signature", "none")
+METHODS = ("near", "exact", "off")
 
 
 @dataclass(frozen=True)
 class NearDedupConfig(MinHashConfig):
-    enabled: bool = True
-    # Candidate pairs from a shared band are false positives with the probability shown by
-    # `candidate_probability`; "signature" drops a bucket member whose estimated Jaccard to the bucket's smallest
-    # member is below the threshold. It carries the 128 x 4-byte signature through the shuffle (~7x its volume).
-    verify: str = "none"  # none | signature
+    # How a candidate pair (two documents sharing an LSH band) is decided:
+    #   "exact"      the Jaccard of the two shingle sets, computed from the texts of the candidates only (joined to
+    #                the pairs by a shuffle). Bands and rows are then chosen so that a pair at the threshold is a
+    #                candidate with probability >= candidate_recall (14 x 7 at 0.85: 0.9955), and only pairs with
+    #                Jaccard >= threshold become edges. 100 MB: recall 0.99+ at precision 1.0 (benchmarks/RESULTS.md).
+    #   "signature"  the share of equal signature values (standard error 0.03 at 128 permutations) >= threshold;
+    #                it drops true pairs as often as false ones near the threshold (recall 0.85 at 100 MB).
+    #   "none"       every candidate is an edge (bands from the threshold: 8 x 16, a pair at 0.85 is a candidate
+    #                with probability 0.46; connected components recover some through chains).
+    verify: str = "exact"  # exact | signature | none
+    candidate_recall: float = 0.995
+    # verify = "exact": a bucket with at most this many distinct texts checks all their pairs (at most 2,016 at
+    # 64); a larger one (many variants of one template) checks each member against its first this-many members
+    # only, so a bucket costs O(members x 64) checks, not O(members^2).
+    bucket_all_pairs_max: int = 64
     # Which member of a cluster is kept: the smallest id (stable across runs and layouts), the longest text, or
     # the highest value of `score_column`; ties go to the smallest id.
     representative: str = "lowest_id"
@@ -30,8 +42,12 @@ class NearDedupConfig(MinHashConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.verify not in ("none", "signature"):
-            raise ValueError(f"dedup.near.verify must be 'none' or 'signature'; got {self.verify!r}")
+        if self.verify not in VERIFY:
+            raise ValueError(f"dedup.near.verify must be one of {', '.join(VERIFY)}; got {self.verify!r}")
+        if not 0.0 < self.candidate_recall < 1.0 or self.bucket_all_pairs_max < 2:
+            raise ValueError(f"dedup.near.candidate_recall must be in (0, 1) and bucket_all_pairs_max >= 2; got "
+                             f"{self.candidate_recall}, {self.bucket_all_pairs_max}")
+        self.bands_rows()  # a candidate_recall no banding reaches fails here, not mid-run
         if self.representative not in REPRESENTATIVES:
             raise ValueError(f"dedup.near.representative must be one of {', '.join(REPRESENTATIVES)}; "
                              f"got {self.representative!r}")
@@ -41,10 +57,19 @@ class NearDedupConfig(MinHashConfig):
         if self.cc_fast_path_max_edges < 0 or self.cc_max_rounds < 1:
             raise ValueError("dedup.near.cc_fast_path_max_edges must be >= 0 and cc_max_rounds >= 1")
 
+    def bands_rows(self) -> tuple[int, int]:
+        if self.verify == "exact" and not self.bands:
+            return recall_bands_rows(self.threshold, self.num_perm, self.candidate_recall)
+        return super().bands_rows()
+
 
 @dataclass(frozen=True)
 class DedupConfig:
-    exact: bool = True
+    # What dedup removes: "near" = documents whose shingle-set Jaccard to another is >= dedup.near.threshold
+    # (identical texts included: they are labelled exact_duplicate); "exact" = only documents whose lower-cased
+    # text equals another's (a hash shuffle, no MinHash); "off" = nothing (the rows pass through).
+    # Replaces dedup.exact and dedup.near.enabled: exact = false with near on still removed identical texts.
+    method: str = "near"
     # Rows are shuffled into this many hash buckets; one bucket is deduplicated in one call, so its size
     # bounds worker memory: 1 B docs x 4 kB / 4096 buckets ~ 1 GB per bucket.
     num_buckets: int = 64
@@ -57,9 +82,11 @@ class DedupConfig:
     # 100 MB here the join cost ~6 s of a 59 s run, and it moves all the text through the object store).
     broadcast_max_rows: int = 2_000_000
     lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
-    near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH, after exact dedup
+    near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH settings of method = "near"
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"dedup.method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.num_buckets < 1 or self.partition_mb < 1 or self.broadcast_max_rows < 0:
             raise ValueError(f"dedup.num_buckets and dedup.partition_mb must be >= 1, broadcast_max_rows >= 0; got "
                              f"{self.num_buckets}, {self.partition_mb}, {self.broadcast_max_rows}")

@@ -7,6 +7,7 @@ group, or a test can call it directly.
     docs --explode_bands--> band rows: _node, _band, _key, _part (+ _sig)
     band rows --shuffle on _part--> bucket_edges --> edges: _a, _b (_a > _b: each bucket's members point to its
                                                     smallest node, a star)
+              (verify = "exact") --> bucket_candidates --> pairs: _a, _b, _identical (no check needed)
 
 Nodes are the xxh3-64 hash of the document id (uint64): the graph steps work on fixed-width integers instead of
 ids of any length. Two ids with the same hash would count as one node; among 1e9 documents the chance that any
@@ -15,6 +16,7 @@ two collide is ~3 % and the cost is one document wrongly merged into a cluster.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +30,8 @@ from ray_jobs.steps.dedup.minhash import band_keys, jaccard_estimate, signatures
 NODE, HASH, RANK, OLD, KEYS, SIG = "_node", "_hash", "_rank", "_old", "_keys", "_sig"
 BAND, KEY, PART = "_band", "_key", "_part"
 A, B = "_a", "_b"  # an edge, always _a > _b
+IDENTICAL = "_identical"  # a candidate pair of identical (lower-cased) texts
+SIM = "_sim"  # exact Jaccard of a pair
 ID_COLUMNS = [schema.ID, NODE, HASH, RANK, OLD]  # what choosing a representative needs of a document
 
 
@@ -123,3 +127,71 @@ def bucket_edges(threshold: float):
         return pa.table({A: pa.array(pairs[:, 0], pa.uint64()), B: pa.array(pairs[:, 1], pa.uint64())})
 
     return edges
+
+
+def bucket_candidates(all_pairs_max: int):
+    """verify = "exact": one shuffle group of band rows (with `_hash`) -> candidate pairs to decide. In a bucket,
+    a member whose text equals an earlier member's points to the smallest node of that text (`_identical`: Jaccard 1,
+    nothing to check); the distinct texts are paired all with all when there are at most `all_pairs_max` of
+    them, else each with the first `all_pairs_max` (sorted by text hash). Not stars to one node, as without
+    checking: a false member at the centre of a star would hide the true pairs among the others."""
+
+    def pairs(rows: pa.Table) -> pa.Table:
+        rows = rows.take(pc.sort_indices(rows, [(BAND, "ascending"), (KEY, "ascending"), (HASH, "ascending"),
+                                                (NODE, "ascending")]))
+        band, key, text = rows[BAND].to_numpy(), rows[KEY].to_numpy(), rows[HASH].to_numpy()
+        node = rows[NODE].to_numpy()
+        new_bucket = np.ones(len(rows), dtype=bool)
+        new_bucket[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+        new_text = new_bucket.copy()
+        new_text[1:] |= text[1:] != text[:-1]
+        empty = np.empty(0, np.uint64)
+        n = _bucket_pairs(new_bucket, new_text, node, all_pairs_max, empty, empty, np.empty(0, np.bool_), False)
+        a, b, same = np.empty(n, np.uint64), np.empty(n, np.uint64), np.empty(n, np.bool_)
+        _bucket_pairs(new_bucket, new_text, node, all_pairs_max, a, b, same, True)
+        return unique_candidates(pa.table({A: a, B: b, IDENTICAL: same}))
+
+    return pairs
+
+
+def unique_candidates(table: pa.Table) -> pa.Table:
+    """Each (_a, _b) once (a pair sharing several bands is found in each)."""
+    if not len(table):
+        return table.select([A, B, IDENTICAL])
+    ab = np.stack([table[A].to_numpy(), table[B].to_numpy()], axis=1)
+    ab, first = np.unique(ab, axis=0, return_index=True)
+    return pa.table({A: pa.array(ab[:, 0], pa.uint64()), B: pa.array(ab[:, 1], pa.uint64()),
+                     IDENTICAL: table[IDENTICAL].take(pa.array(first))})
+
+
+@numba.njit(cache=True)
+def _bucket_pairs(new_bucket, new_text, node, all_pairs_max, a, b, same, fill) -> int:
+    """Count (fill=False) or write (fill=True) the pairs of `bucket_candidates`; rows sorted by bucket, text,
+    node. Two calls: the first sizes the arrays."""
+    n = len(node)
+    heads = np.empty(n, np.int64)
+    out = 0
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and not new_bucket[j]:
+            j += 1
+        m = 0
+        head = i
+        for r in range(i, j):
+            if new_text[r]:
+                head = r
+                heads[m] = r
+                m += 1
+            elif node[r] != node[head]:  # another document with the same text (not the same one again)
+                if fill:
+                    a[out], b[out], same[out] = node[r], node[head], True
+                out += 1
+        for x in range(1, m):
+            for y in range(min(x, all_pairs_max)):
+                if fill:
+                    u, v = node[heads[x]], node[heads[y]]
+                    a[out], b[out], same[out] = max(u, v), min(u, v), False
+                out += 1
+        i = j
+    return out

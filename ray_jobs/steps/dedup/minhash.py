@@ -88,6 +88,20 @@ def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
     return best
 
 
+def recall_bands_rows(threshold: float, num_perm: int, min_probability: float) -> tuple[int, int]:
+    """(bands, rows) for candidates that an exact check decides: a pair at `threshold` must share a band with
+    probability >= min_probability. Among those, the most rows, then the fewest bands: unrelated documents sit at
+    Jaccard 0.05-0.16 (English, 5-character shingles), where the candidate probability is ~ bands x J^rows, so
+    rows decide how many false candidates there are to check. 0.85, 128 permutations, 0.995: 14 bands x 7 rows
+    (0.9955 at 0.85; 1.4e-6 at J 0.1 against 2e-5 for 20 x 6)."""
+    for rows in range(num_perm, 0, -1):
+        for bands in range(1, num_perm // rows + 1):
+            if candidate_probability(np.float64(threshold), bands, rows) >= min_probability:
+                return bands, rows
+    raise ValueError(f"no bands x rows <= num_perm = {num_perm} makes a pair at Jaccard {threshold} a candidate "
+                     f"with probability {min_probability}; lower dedup.near.candidate_recall or raise num_perm")
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser (in place on a uint64 array)."""
     x ^= x >> np.uint64(30)
@@ -225,6 +239,63 @@ def _windows(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig, chunk_units: 
         count = last - first
         yield first, last, xs[:int(starts[count])], starts[:count + 1]
         first = last
+
+
+def shingle_hashes(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Every window hash of every document of a batch (flat uint64) and each document's start in it (int64,
+    docs + 1): the exact shingle multisets, hashed as the signatures hash them. A document has at most max(units,
+    1) windows, so one buffer of units + docs holds them all."""
+    units, offsets = _units(text, cfg.shingle)
+    docs = len(offsets) - 1
+    scratch = np.empty(int(np.diff(offsets).max()) + 1 if docs else 1, dtype=np.uint64)
+    xs = np.empty(len(units) + docs + 1, dtype=np.uint64)
+    starts = np.zeros(docs + 1, dtype=np.uint64)
+    if docs:
+        _window_hashes(units, offsets, 0, docs, cfg.ngram, np.uint64(cfg.seed), cfg.shingle == "char", scratch, xs,
+                       starts)
+    return xs[:int(starts[-1])], starts.astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _distinct(x: np.ndarray) -> np.ndarray:
+    s = np.sort(x)
+    if len(s) == 0:
+        return s
+    keep = np.ones(len(s), dtype=np.bool_)
+    keep[1:] = s[1:] != s[:-1]
+    return s[keep]
+
+
+@numba.njit(cache=True, nogil=True)
+def _jaccard_pairs(xa: np.ndarray, sa: np.ndarray, xb: np.ndarray, sb: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = |A_i & B_i| / |A_i | B_i| of the distinct window hashes of the i-th pair (sorted-merge count)."""
+    for i in range(len(out)):
+        a = _distinct(xa[sa[i]:sa[i + 1]])
+        b = _distinct(xb[sb[i]:sb[i + 1]])
+        j = k = common = 0
+        while j < len(a) and k < len(b):
+            if a[j] == b[k]:
+                common += 1
+                j += 1
+                k += 1
+            elif a[j] < b[k]:
+                j += 1
+            else:
+                k += 1
+        union = len(a) + len(b) - common
+        out[i] = common / union if union else 1.0  # two empty texts are the same text
+
+
+def exact_jaccard(text_a: pa.Array | pa.ChunkedArray, text_b: pa.Array | pa.ChunkedArray,
+                  cfg: MinHashConfig) -> np.ndarray:
+    """Row-wise Jaccard of the shingle sets of two text columns (float64): the definition the threshold means,
+    not an estimate. 64-bit window hashes: two distinct shingles of a pair share a hash with probability ~n^2 /
+    2^64 (1e-12 for 5,000 shingles), so the figure is exact for all practical purposes."""
+    xa, sa = shingle_hashes(text_a, cfg)
+    xb, sb = shingle_hashes(text_b, cfg)
+    out = np.empty(len(text_a), dtype=np.float64)
+    _jaccard_pairs(xa, sa, xb, sb, out)
+    return out
 
 
 def shingle_set(text: str, cfg: MinHashConfig) -> set[int]:

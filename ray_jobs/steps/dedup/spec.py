@@ -28,7 +28,8 @@ def _check(data):
 
 STEP = Step(
     name="dedup", section="dedup", kind=GLOBAL,
-    doc="exact and MinHash-LSH near duplicates, connected components, one row kept per cluster",
-    adds=(DUPLICATE_OF, barrier.CLUSTER_ID), drops=(EXACT_DUPLICATE, barrier.NEAR_DUPLICATE),
-    digest=MINHASH, decide=barrier.decide, build=barrier.build, stats=_stats, check=_check,
+    doc="exact and near duplicates (MinHash-LSH candidates, exact Jaccard), connected components, one row kept "
+        "per cluster",
+    adds=(DUPLICATE_OF, barrier.CLUSTER_ID), drops=(EXACT_DUPLICATE, barrier.NEAR_DUPLICATE, barrier.DUPLICATE_ID),
+    digest=MINHASH, decide=barrier.decide, reads_text=True, build=barrier.build, stats=_stats, check=_check,
 )
