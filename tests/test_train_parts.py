@@ -88,7 +88,12 @@ def test_tiny_model_size_and_flops():
     model = build_model(ModelConfig(), 49152, 256, "sdpa")
     params = sum(p.numel() for p in model.parameters())
     assert 3.0e6 < params < 3.6e6  # tied 49,152 x 64 embedding + two small layers
-    assert flops_per_token(model, 256) == pytest.approx(6 * (params - 49152 * 64) + 12 * 2 * 64 * 256)
+    # the tied output head is a 64 x 49,152 matmul per token: counted once, though its weight is the embedding's
+    assert flops_per_token(model, 256) == pytest.approx(6 * params + 12 * 2 * 64 * 256)
+    untied = build_model(ModelConfig(tie_embeddings=False), 49152, 256, "sdpa")  # the same matmuls
+    untied_params = sum(p.numel() for p in untied.parameters())
+    assert flops_per_token(untied, 256) == pytest.approx(6 * (untied_params - 49152 * 64) + 12 * 2 * 64 * 256)
+    assert flops_per_token(untied, 256) == pytest.approx(flops_per_token(model, 256))
 
 
 def test_optimizer_falls_back_to_adamw_on_cpu_with_the_reason(caplog):

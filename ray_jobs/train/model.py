@@ -44,11 +44,15 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, attn: str) -> t
 
 
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x non-embedding parameters (forward + backward matmuls) + the attention scores,
-    12 x layers x hidden x seq_len (PaLM's appendix B accounting)."""
+    """Training FLOPs per token: 6 x the parameters that multiply per token (forward + backward matmuls) + the
+    attention scores, 12 x layers x hidden x seq_len (PaLM's appendix B accounting). The input embedding is a
+    lookup and does not count; a tied output head shares its weight but is a matmul and does (at 125 M
+    parameters with SmolLM2's vocabulary it is ~30 % of the FLOPs: leaving it out understated MFU)."""
     c = model.config
-    emb = model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in model.parameters()) - emb
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is emb
+    params = sum(p.numel() for p in model.parameters()) - (0 if tied else emb.numel())
     layers = getattr(c, "num_hidden_layers", None) or c.n_layer
     hidden = getattr(c, "hidden_size", None) or c.n_embd
     return 6.0 * params + 12.0 * layers * hidden * seq_len
