@@ -167,3 +167,13 @@ def test_the_old_switches_name_the_new_one():
             load_config(None, [key])
     with pytest.raises(ValueError, match="dedup.method must be one of near, exact, off"):
         load_config(None, ['dedup.method="both"'])
+
+
+def test_a_corpus_without_duplicates_keeps_every_row(tmp_path, in_process):
+    texts: list[str] = []
+    for t in _texts(40):  # real texts, none similar to another
+        if len(texts) < 5 and all(_jaccard(t, u) < 0.5 for u in texts):
+            texts.append(t)
+    marked, extras = _build(tmp_path, [{"id": f"a{i}", "text": t} for i, t in enumerate(texts)])
+    assert marked["status"].to_pylist() == ["kept"] * 5
+    assert extras[barrier.CLUSTERS]["similarity"].null_count == 5

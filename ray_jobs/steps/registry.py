@@ -123,6 +123,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     from ray_jobs.steps.clean.spec import STEP as clean
+    from ray_jobs.steps.dedup.spec import LINES_STEP as dedup_lines
     from ray_jobs.steps.dedup.spec import STEP as dedup
     from ray_jobs.steps.labels.spec import STEP as labels
     from ray_jobs.steps.leakage.spec import STEP as leakage
@@ -130,7 +131,7 @@ def _load_builtin() -> None:
     from ray_jobs.steps.split.spec import STEP as split
     from ray_jobs.steps.tokenize.spec import STEP as tokenize
 
-    _STEPS[:0] = [clean, dedup, split, leakage, labels, tokenize, pack]
+    _STEPS[:0] = [clean, dedup, split, leakage, dedup_lines, labels, tokenize, pack]
 
 
 def config_sections() -> dict[str, type]:

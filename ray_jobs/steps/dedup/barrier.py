@@ -19,7 +19,8 @@ text source is filtered by the set of candidate nodes (a side table, 8 bytes a c
 their two texts in two hash joins, so a reduce task holds its partition's pairs and their texts, never the
 corpus. Text rather than shingle hashes goes through the joins: UTF-8 is ~1 byte a character, the distinct
 5-shingle hashes of English text ~0.75 per character x 8 bytes (6x the bytes to shuffle), and hashing the
-windows again at the join costs less than moving them (`shingle_hashes` runs at ~100 MB/s per core).
+windows again at the join costs less than moving them (`shingle_hashes` ran at 134 MB/s on one core here;
+scoring a pair, two sorts and a merge of ~4,000 hashes each, ~0.6 ms).
 
 Nothing is collected in the driver except row counts and one integer per block per round (the convergence
 test), so its memory does not grow with the corpus. Worker memory is bounded by the shuffle partition size:
@@ -67,6 +68,7 @@ from ray_jobs.steps.dedup.exact import (
     keep_lowest_id,
     with_bucket,
 )
+from ray_jobs.steps.dedup.lines import DROP_LINES, LINES, LineRemover, line_hashes, removals
 from ray_jobs.steps.dedup.lsh import (
     HASH,
     ID_COLUMNS,
@@ -89,6 +91,7 @@ from ray_jobs.steps.dedup.lsh import (
     unique_candidates,
 )
 from ray_jobs.steps.dedup.minhash import exact_jaccard
+from ray_jobs.steps.dedup.shuffle import grouped
 
 log = logging.getLogger("ray_jobs")
 
@@ -115,12 +118,19 @@ def build(cfg: RunConfig, ds: Dataset, read_input=None) -> tuple[Dataset, dict]:
     dc = cfg.dedup
     rows = runtime.map_tables(ds, _initial, batch_size=None)
     if dc.method == "near":
-        return near_dedup(rows, dc, texts=lambda: runtime.map_tables(rows, _kept_texts, batch_size=None))
-    if dc.method == "off":
-        return rows, {}
-    rows = _with_repeated_ids(rows, runtime.map_tables(rows, _kept_ids, batch_size=None), dc)
-    hashed = runtime.apply(rows, ExactHashStage(dc), batch_size=cfg.ray.batch_size)
-    return runtime.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+        marked, extras = near_dedup(rows, dc, texts=lambda: runtime.map_tables(rows, _kept_texts, batch_size=None))
+    elif dc.method == "off":
+        marked, extras = rows, {}
+    else:
+        rows = _with_repeated_ids(rows, runtime.map_tables(rows, _kept_ids, batch_size=None), dc)
+        hashed = runtime.apply(rows, ExactHashStage(dc), batch_size=cfg.ray.batch_size)
+        marked, extras = runtime.map_groups(hashed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+    if not dc.lines.enabled:
+        return marked, extras
+    # boilerplate lines, on the rows kept above: counted from their line hashes, removed where the rows are written
+    unit = dc.lines.unit
+    docs = runtime.materialize(runtime.map_tables(marked, lambda t: _kept_lines(t, unit), batch_size=None))
+    return runtime.apply(_with_drop_lines(marked, docs, dc), LineRemover(dc.lines), batch_size=None), extras
 
 
 def decide(cfg: RunConfig, compact: Dataset, read_input=None, text=None) -> tuple[Dataset, dict]:
@@ -132,12 +142,48 @@ def decide(cfg: RunConfig, compact: Dataset, read_input=None, text=None) -> tupl
     if dc.method == "near":
         keep_sig = dc.near.verify == "signature"  # the digest carries _sig for leakage too: not for our edges
         docs = runtime.map_tables(compact, lambda t: _compact_docs(t, keep_sig), batch_size=None)
-        return near_dedup(rows, dc, docs, (lambda: text([schema.ID, schema.TEXT])) if text else None)
-    if dc.method == "off":
-        return rows, {}
-    rows = _with_repeated_ids(rows, rows.select_columns([schema.ID]), dc)
-    bucketed = runtime.map_tables(rows, lambda t: with_bucket(t, dc.num_buckets), batch_size=None)
-    return runtime.map_groups(bucketed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+        marked, extras = near_dedup(rows, dc, docs, (lambda: text([schema.ID, schema.TEXT])) if text else None)
+    elif dc.method == "off":
+        marked, extras = rows, {}
+    else:
+        rows = _with_repeated_ids(rows, rows.select_columns([schema.ID]), dc)
+        bucketed = runtime.map_tables(rows, lambda t: with_bucket(t, dc.num_buckets), batch_size=None)
+        marked, extras = runtime.map_groups(bucketed, BUCKET, keep_lowest_id, num_partitions=dc.num_buckets), {}
+    if not dc.lines.enabled:
+        return marked, extras
+    # boilerplate lines: the decision rows of changed documents list what goes (`_drop_lines`); the text pass
+    # after the compact phase removes it (the dedup_lines row step)
+    marked = runtime.materialize(marked)
+    docs = runtime.map_tables(marked, lambda t: _only_kept(t).select([schema.ID, LINES]), batch_size=None)
+    return _with_drop_lines(marked, runtime.materialize(docs), dc), extras
+
+
+def _kept_lines(table: pa.Table, unit: str) -> pa.Table:
+    kept = _only_kept(table)
+    return pa.table({schema.ID: kept[schema.ID], LINES: line_hashes(kept[schema.TEXT], unit)})
+
+
+def _with_drop_lines(marked: Dataset, docs: Dataset, dc: DedupConfig) -> Dataset:
+    """The rows with `_drop_lines` (null where nothing goes), from the kept documents' line hashes: a side table on
+    every worker up to dedup.broadcast_max_rows changed documents, else a hash join on id."""
+    lost = runtime.materialize(removals(docs, dc.lines, runtime.partitions(docs, dc.partition_mb, dc.num_buckets)))
+    n = runtime.count(lost)
+    log.info("dedup.lines: %d documents lose boilerplate units (in >= %d documents)", n, dc.lines.min_docs)
+    if n <= dc.broadcast_max_rows:
+        return runtime.map_with_side_table(marked, lost, _drop_lines_of)
+    return runtime.join(marked, lost, "left_outer", on=schema.ID, num_partitions=dc.num_buckets)
+
+
+def _drop_lines_of(side: pa.Table) -> Callable[[pa.Table], pa.Table]:
+    """What the left join on id gives: each row's `_drop_lines` (null when it loses nothing)."""
+    index = pd.Index(side[schema.ID].to_pandas()) if len(side) else pd.Index([], dtype=object)
+    lists = side[DROP_LINES].combine_chunks() if len(side) else pa.array([], pa.binary())
+
+    def fn(table: pa.Table) -> pa.Table:
+        pos = index.get_indexer(table[schema.ID].to_pandas())
+        return table.append_column(DROP_LINES, lists.take(pa.array(pos, mask=pos < 0)))
+
+    return fn
 
 
 def _compact_docs(table: pa.Table, keep_sig: bool) -> pa.Table:
@@ -156,12 +202,16 @@ class MinHashDigest(Stage):
         bands, rows = near.bands_rows()  # the banding of the configured verify, not of the one that carries _sig
         self.stage = SignatureStage(dataclasses.replace(near, verify="signature" if sig else "none", bands=bands,
                                                         rows=rows), cfg.dedup.lowercase)
+        self.lines = cfg.dedup.lines.unit if cfg.dedup.lines.enabled else ""
 
     def __call__(self, table: pa.Table) -> pa.Table:
         kept = pc.equal(table[schema.STATUS], schema.KEPT) if schema.STATUS in table.column_names else None
         idx = pa.array(np.flatnonzero(kept.to_numpy(zero_copy_only=False)) if kept is not None
                        else np.arange(len(table)))
-        docs = self.stage(table.take(idx)).drop_columns([schema.ID, OLD])
+        chosen = table.take(idx)
+        docs = self.stage(chosen).drop_columns([schema.ID, OLD])
+        if self.lines:  # ~8 bytes a distinct line
+            docs = docs.append_column(LINES, line_hashes(chosen[schema.TEXT], self.lines))
         pos = np.full(len(table), -1, np.int64)
         pos[idx.to_numpy()] = np.arange(len(idx))
         take = pa.array(pos, mask=pos < 0)
@@ -172,7 +222,7 @@ class MinHashDigest(Stage):
 
 def digest_columns(cfg: RunConfig) -> tuple[str, ...]:
     sig = cfg.leakage.enabled or cfg.dedup.near.verify == "signature"
-    return (NODE, HASH, RANK, KEYS) + ((SIG,) if sig else ())
+    return (NODE, HASH, RANK, KEYS) + ((SIG,) if sig else ()) + ((LINES,) if cfg.dedup.lines.enabled else ())
 
 
 def _initial(table: pa.Table) -> pa.Table:
@@ -208,7 +258,7 @@ def repeated_ids(ids: Dataset, num_partitions: int) -> Dataset:
     42 and "42" into "42", so they collide here too."""
     routed = runtime.map_tables(ids, lambda t: t.select([schema.ID]).append_column(
         PART, pa.array(partition_of(node_ids(t[schema.ID]), num_partitions))), batch_size=None)
-    return runtime.map_groups(routed, PART, _seen_twice, num_partitions=num_partitions)
+    return grouped(routed, PART, _seen_twice, num_partitions)
 
 
 def _seen_twice(table: pa.Table) -> pa.Table:
@@ -279,22 +329,21 @@ def near_dedup(rows: Dataset, dedup_cfg: DedupConfig, docs: Dataset | None = Non
     docs = runtime.materialize(runtime.rebatch(docs, DOCS_PER_BLOCK))
     doc_ids = runtime.map_tables(docs.select_columns([schema.ID]), _initial, batch_size=None)
     repeated = runtime.materialize(repeated_ids(docs.select_columns([schema.ID]), parts(docs)))
+    sides = []  # the tables the rows are marked from
     if _reported(repeated):
         docs = runtime.materialize(runtime.map_with_side_table(docs, repeated, _without_listed))
+        sides.append(runtime.map_tables(repeated, _repeated_side, batch_size=None))
     extras: dict = {INDEX: docs.drop_columns([RANK, OLD]), f"{INDEX}/{INDEX_META}": json.dumps(index_meta(cfg))}
     graph_docs = runtime.union(docs, *[read_index(p, cfg) for p in cfg.index_from])
     doc_parts = parts(docs) * (1 + len(cfg.index_from))
     if cfg.verify == "exact":
         bands = runtime.map_tables(graph_docs, explode_bands(doc_parts, carry=(NODE, HASH)), batch_size=None)
-        pairs = runtime.materialize(runtime.map_groups(bands, PART, bucket_candidates(cfg.bucket_all_pairs_max),
-                                                       num_partitions=doc_parts))
+        pairs = runtime.materialize(grouped(bands, PART, bucket_candidates(cfg.bucket_all_pairs_max), doc_parts))
         edges, extras[PAIRS] = decided_pairs(pairs, texts(), cfg, parts)
     else:
         bands = runtime.map_tables(graph_docs, explode_bands(doc_parts), batch_size=None)
-        edges = runtime.materialize(runtime.map_groups(bands, PART, bucket_edges(cfg.threshold),
-                                                       num_partitions=doc_parts))
+        edges = runtime.materialize(grouped(bands, PART, bucket_edges(cfg.threshold), doc_parts))
     n_edges = runtime.count(edges)
-    side = runtime.map_tables(repeated, _repeated_side, batch_size=None)
     if n_edges == 0:
         log.info("near dedup: no near-duplicate pairs")
     else:
@@ -305,8 +354,8 @@ def near_dedup(rows: Dataset, dedup_cfg: DedupConfig, docs: Dataset | None = Non
         clusters = runtime.materialize(runtime.map_groups(members, PART, choose_representatives,
                                                           num_partitions=edge_parts))
         extras[CLUSTER_SIZES] = runtime.map_tables(clusters, _cluster_sizes, batch_size=None)
-        side = runtime.union(side, runtime.map_tables(clusters, _side_rows, batch_size=None))
-    side = runtime.materialize(side)
+        sides.append(runtime.map_tables(clusters, _side_rows, batch_size=None))
+    side = runtime.materialize(runtime.union(*sides)) if sides else runtime.from_table(SIDE_SCHEMA.empty_table(), 1)
     if runtime.count(side) <= dedup_cfg.broadcast_max_rows:  # every worker gets the cluster table: no row shuffle
         marked = runtime.map_with_side_table(rows, side, lambda t: _then(_looked_up(t), _marked_rows))
         extras[CLUSTERS] = runtime.map_with_side_table(doc_ids, side, lambda t: _then(_looked_up(t), clusters_table))
@@ -334,7 +383,7 @@ def decided_pairs(pairs: Dataset, texts: Dataset, cfg: NearDedupConfig,
     with no similarity."""
     routed = runtime.map_tables(pairs, lambda t: t.append_column(
         PART, pa.array(partition_of(t[A].to_numpy(), parts(pairs)))), batch_size=None)
-    pairs = runtime.materialize(runtime.map_groups(routed, PART, unique_candidates, num_partitions=parts(pairs)))
+    pairs = runtime.materialize(grouped(routed, PART, unique_candidates, parts(pairs)))
     check = runtime.materialize(runtime.map_tables(pairs, _to_check, batch_size=None))
     log.info("near dedup: %d candidate pairs, %d of them to check against the text", runtime.count(pairs),
              runtime.count(check))
@@ -447,7 +496,7 @@ def _repeated_side(table: pa.Table) -> pa.Table:
     n = len(table)
     return pa.table({schema.ID: table[schema.ID], CLUSTER: pa.nulls(n, pa.string()), REP: pa.nulls(n, pa.bool_()),
                      SAME: pa.nulls(n, pa.bool_()), SIM: pa.nulls(n, pa.float64()),
-                     REPEATED: pa.array(np.ones(n, dtype=bool))})
+                     REPEATED: pa.array(np.ones(n, dtype=bool))}).cast(SIDE_SCHEMA)
 
 
 def _side_rows(table: pa.Table) -> pa.Table:
@@ -455,9 +504,13 @@ def _side_rows(table: pa.Table) -> pa.Table:
     table = table.filter(pc.invert(table[OLD]))
     sim = table[SIM] if SIM in table.column_names else pa.nulls(len(table), pa.float64())
     return pa.table({schema.ID: table[schema.ID], CLUSTER: table[CLUSTER], REP: table[REP], SAME: table[SAME],
-                     SIM: pc.cast(sim, pa.float64()), REPEATED: pa.array(np.zeros(len(table), dtype=bool))})
+                     SIM: pc.cast(sim, pa.float64()), REPEATED: pa.array(np.zeros(len(table), dtype=bool))}
+                    ).cast(SIDE_SCHEMA)
 
 
+# one schema for both kinds of side rows (Ray hands string columns back as large_string after a shuffle)
+SIDE_SCHEMA = pa.schema([(schema.ID, pa.large_string()), (CLUSTER, pa.large_string()), (REP, pa.bool_()),
+                         (SAME, pa.bool_()), (SIM, pa.float64()), (REPEATED, pa.bool_())])
 SIDE_COLUMNS = (CLUSTER, REP, SAME, SIM, REPEATED)
 
 
@@ -469,7 +522,8 @@ def _looked_up(side: pa.Table) -> Callable[[pa.Table], pa.Table]:
         pos = index.get_indexer(table[schema.ID].to_pandas())
         take = pa.array(pos, mask=pos < 0)
         for col in SIDE_COLUMNS:
-            table = table.append_column(col, side[col].take(take) if len(side) else pa.nulls(len(table)))
+            table = table.append_column(col, side[col].take(take) if len(side) else pa.nulls(
+                len(table), SIDE_SCHEMA.field(col).type))
         return table
 
     return fn

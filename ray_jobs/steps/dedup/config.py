@@ -9,6 +9,7 @@ from ray_jobs.steps.dedup.minhash import MinHashConfig, recall_bands_rows
 REPRESENTATIVES = ("lowest_id", "longest", "highest_score")
 VERIFY = ("exact", "signature", "none")
 METHODS = ("near", "exact", "off")
+UNITS = ("line", "paragraph")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,26 @@ class NearDedupConfig(MinHashConfig):
 
 
 @dataclass(frozen=True)
+class LinesConfig:
+    # Boilerplate lines (licence footers, navigation, "subscribe" lines): a unit that occurs in at least min_docs
+    # of the documents dedup kept stays in the one with the lowest id and leaves the others (steps/dedup/lines.py).
+    # Off by default: it changes the text of the rows it touches.
+    enabled: bool = False
+    # 3: a line shared by two documents is more often a quote than boilerplate (C4 drops repeated three-sentence
+    # spans; datatrove's line dedup any repeat)
+    min_docs: int = 3
+    unit: str = "line"  # line: split at newlines; paragraph: split at blank lines
+    min_chars: int = 50  # a row with fewer characters left is dropped (too_short_after_line_dedup)
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"dedup.lines.unit must be one of {', '.join(UNITS)}; got {self.unit!r}")
+        if self.min_docs < 2 or self.min_chars < 0:
+            raise ValueError(f"dedup.lines.min_docs must be >= 2 and min_chars >= 0; got {self.min_docs}, "
+                             f"{self.min_chars}")
+
+
+@dataclass(frozen=True)
 class DedupConfig:
     # What dedup removes: "near" = documents whose shingle-set Jaccard to another is >= dedup.near.threshold
     # (identical texts included: they are labelled exact_duplicate); "exact" = only documents whose lower-cased
@@ -83,6 +104,7 @@ class DedupConfig:
     broadcast_max_rows: int = 2_000_000
     lowercase: bool = True  # hash the lower-cased text: "The cat" and "the cat" are the same document
     near: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash-LSH settings of method = "near"
+    lines: LinesConfig = field(default_factory=LinesConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

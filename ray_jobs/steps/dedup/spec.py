@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ray_jobs.steps.dedup import barrier
 from ray_jobs.steps.dedup.exact import DUPLICATE_OF, EXACT_DUPLICATE
-from ray_jobs.steps.registry import GLOBAL, Digest, Step
+from ray_jobs.steps.dedup.lines import LINES_REMOVED, TOO_SHORT, LineRemover
+from ray_jobs.steps.registry import GLOBAL, ROW, Digest, Step
 
 # dedup and leakage share it: one set of signatures per document, computed in the text pass before them
 MINHASH = Digest("minhash", barrier.MinHashDigest, barrier.digest_columns)
@@ -30,6 +31,16 @@ STEP = Step(
     name="dedup", section="dedup", kind=GLOBAL,
     doc="exact and near duplicates (MinHash-LSH candidates, exact Jaccard), connected components, one row kept "
         "per cluster",
-    adds=(DUPLICATE_OF, barrier.CLUSTER_ID), drops=(EXACT_DUPLICATE, barrier.NEAR_DUPLICATE, barrier.DUPLICATE_ID),
+    adds=(DUPLICATE_OF, barrier.CLUSTER_ID),
+    drops=(EXACT_DUPLICATE, barrier.NEAR_DUPLICATE, barrier.DUPLICATE_ID, TOO_SHORT),
     digest=MINHASH, decide=barrier.decide, reads_text=True, build=barrier.build, stats=_stats, check=_check,
+)
+
+# [dedup.lines] in a plan: dedup's compact phase lists each document's boilerplate units (`_drop_lines`); this row
+# step, in the text pass after it (before tokenize), takes them out of the text. `ray-jobs dedup` alone does both.
+LINES_STEP = Step(
+    name="dedup_lines", section="dedup", kind=ROW,
+    doc="boilerplate lines (in >= dedup.lines.min_docs documents) removed from all but the lowest-id document",
+    adds=(LINES_REMOVED,), drops=(TOO_SHORT,), enabled=lambda cfg: cfg.dedup.lines.enabled,
+    ops=lambda cfg: [LineRemover(cfg.dedup.lines)],
 )
