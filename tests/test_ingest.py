@@ -85,7 +85,9 @@ def test_image_rows_run_into_vlm_token_rows_and_an_hf_export_with_lazy_images(in
     out, _ = ingested
     run = tmp_path / "vlm"
     sets = [f'input.paths=["{out / "ingest" / "image" / "status=kept"}"]', "ray.progress_bars=false",
-            "clean.quality.enabled=[]", "clean.allowed_langs=[]", "pack.enabled=false", "output.export=hf",
+            "clean.quality.enabled=[]", "clean.allowed_langs=[]", "dedup.method=off", "leakage.enabled=false",
+            "pack.enabled=false",
+            "output.export=hf",
             'tokenize.image_prompt="Caption this."']
     assert cli_main(["run", "--output", str(run), *[a for kv in sets for a in ("--set", kv)]]) == 0
     rows = {r["id"]: r for r in _rows(run / "tokenize")}
