@@ -280,7 +280,7 @@ def gpu_check(args: argparse.Namespace, passthrough: list[str]) -> dict:
     results: dict[str, dict] = {}
     for name, setting in GPU_CHECK.items():
         if (setting.get("optimizer") == "adamw8bit" and args.device != "cuda") or (
-                args.only and name not in args.only.split(",")):
+                args.only and name not in args.only.split("|")):
             continue  # bitsandbytes' 8-bit optimizer is a CUDA kernel
         cmd = [sys.executable, __file__, *passthrough, "--packed", str(packed), "--child", json.dumps(setting)]
         results[name] = _run_child(cmd, args.deadline - (time.perf_counter() - t0), args.deadline)
@@ -305,7 +305,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--micro", type=int, default=8, help="rows per optimizer step")
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--only", help="comma-separated setting names")
+    ap.add_argument("--only", help="setting names separated by | (names hold commas)")
     ap.add_argument("--gpu-check", action="store_true", help="the GPU check on the packed sample (see above)")
     ap.add_argument("--device", default="cuda", help="--gpu-check: cuda, or cpu to try its logic without a GPU")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="--gpu-check: torch.compile")
@@ -336,7 +336,7 @@ def main() -> None:
         print(json.dumps(report["padding"], indent=2))
     names = [n for n in SETTINGS if args.gpu or n not in GPU_ONLY]
     if args.only:
-        names = [n for n in names if n in args.only.split(",")]
+        names = [n for n in names if n in args.only.split("|")]
     report["compute"] = {}
     for name in names:
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", json.dumps(SETTINGS[name])],
