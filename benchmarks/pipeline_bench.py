@@ -323,7 +323,7 @@ def check_plan(cfg) -> list:
     passes = plan([s for s in registry.steps() if s.enabled(cfg)])
     shape = [(p.kind, [s.name for s in p.steps]) for p in passes]
     near = cfg.dedup.near
-    if shape != PLAN or not near.enabled or near.index_from or cfg.leakage.eval_paths:
+    if shape != PLAN or cfg.dedup.method != "near" or near.index_from or cfg.leakage.eval_paths:
         raise SystemExit(f"the plain loop mirrors the default plan {PLAN} (near dedup on, no index_from, no "
                          f"leakage.eval_paths); this config plans {shape}")
     return passes
