@@ -7,9 +7,11 @@
 Each corpus runs in a child process (`ray_jobs.planner.run_pipeline(stages=("dedup",))`, a fresh local Ray
 with `ray.num_cpus`, default 2), so the driver's peak RSS (getrusage of the child) belongs to that run alone. A
 sampler thread in the parent adds up the RSS of every process of the Ray session (workers, raylet, GCS) every 0.5
-s and keeps the peak, with the size of the Ray spill folder. Reported: MB and rows in, seconds, MB/s
-per core, rows kept / exact / near duplicates, driver peak RSS, all-process peak RSS, peak MB
-in the spill folder. JSON to --json.
+s and keeps the peak, with the size of the Ray spill folder and the CPU seconds of every process of the tree (each
+process's last sample). Reported: MB and rows in, seconds, MB/s per core, CPU s and MB per CPU s, rows kept /
+exact / near duplicates / duplicate ids, driver peak RSS, all-process peak RSS, the largest single process's
+peak USS, peak MB in the spill folder; with `--set dedup.lines.enabled=true` also the documents that lost boilerplate lines and
+how many lines went (from `lines_removed` of the kept rows). JSON to --json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ t0 = time.perf_counter()
 stats = run_pipeline(cfg, stages=("dedup",))
 seconds = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("RESULT " + json.dumps({"seconds": seconds, "driver_peak_rss_mb": rss, "stats": stats["stages"]["dedup"]}))
+lines = {}
+if cfg.dedup.lines.enabled:  # [dedup.lines]: what the kept rows lost
+    import pyarrow.dataset as pads
+    removed = pads.dataset(f"{out}/dedup/status=kept", format="parquet").to_table(columns=["lines_removed"])
+    removed = removed["lines_removed"].to_numpy()
+    lines = {"lines_removed": int(removed.sum()), "docs_changed": int((removed > 0).sum())}
+print("RESULT " + json.dumps({"seconds": seconds, "driver_peak_rss_mb": rss, "stats": stats["stages"]["dedup"],
+                              "lines": lines}))
 """
 
 
@@ -64,6 +73,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.spill, self.stop = psutil.Process(pid), spill, threading.Event()
         self.peak = self.peak_spill = self.peak_process = 0.0
+        self.cpu: dict[int, float] = {}  # pid -> user + system CPU seconds at its last sample
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -75,6 +85,9 @@ class Sampler(threading.Thread):
                 # a worker has read, which are shared and belong to the store, not to the worker
                 uss = [p.memory_full_info().uss / 2**20 for p in procs if p.is_running()]
                 self.peak_process = max(self.peak_process, *uss)
+                for p in procs:  # CPU seconds: what a busy shared machine inflates less than wall time
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
             if self.spill.exists():
@@ -100,7 +113,8 @@ def run_child(code: str, args: list[str], what: str) -> dict:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{err[-3000:]}")
     result = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
     return {**result, "all_processes_peak_rss_mb": round(sampler.peak),
-            "largest_process_peak_uss_mb": round(sampler.peak_process), "peak_spilled_mb": round(sampler.peak_spill)}
+            "largest_process_peak_uss_mb": round(sampler.peak_process), "peak_spilled_mb": round(sampler.peak_spill),
+            "cpu_s": round(sum(sampler.cpu.values()))}
 
 
 def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
@@ -116,7 +130,13 @@ def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
         "near_duplicate": st["dropped"].get("near_duplicate", 0), "cluster_sizes": st.get("cluster_sizes"),
         "driver_peak_rss_mb": round(result["driver_peak_rss_mb"]),
         "all_processes_peak_rss_mb": result["all_processes_peak_rss_mb"],
+        "largest_process_peak_uss_mb": result["largest_process_peak_uss_mb"], "cpu_s": result["cpu_s"],
+        "mb_per_cpu_s": round(mb / max(result["cpu_s"], 1), 3),
         "peak_spilled_mb": result["peak_spilled_mb"], "cpus": cpus, "overrides": overrides,
+        "duplicate_id": st["dropped"].get("duplicate_id", 0),
+        "too_short_after_line_dedup": st["dropped"].get("too_short_after_line_dedup", 0),
+        "lines_removed": result.get("lines", {}).get("lines_removed", "-"),
+        "docs_changed": result.get("lines", {}).get("docs_changed", "-"),
     }
 
 
@@ -128,8 +148,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results = [run_one(c, args.overrides, args.cpus) for c in args.corpora]
-    cols = ["corpus", "rows", "mb", "seconds", "mb_per_s_per_core", "kept", "exact_duplicate", "near_duplicate",
-            "driver_peak_rss_mb", "all_processes_peak_rss_mb", "peak_spilled_mb"]
+    cols = ["corpus", "rows", "mb", "seconds", "mb_per_s_per_core", "cpu_s", "mb_per_cpu_s", "kept", "exact_duplicate", "near_duplicate",
+            "duplicate_id", "docs_changed", "lines_removed", "too_short_after_line_dedup", "driver_peak_rss_mb",
+            "all_processes_peak_rss_mb", "largest_process_peak_uss_mb", "peak_spilled_mb"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
