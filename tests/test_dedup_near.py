@@ -36,7 +36,15 @@ from ray_jobs.steps.dedup.lsh import (
     bucket_edges,
     explode_bands,
 )
-from ray_jobs.steps.leakage.ops import cross_split_pairs, leak_docs, mark_leaked, unique_pairs
+from ray_jobs.steps.leakage.ops import (
+    cross_split_pairs,
+    endpoint_ids,
+    leak_docs,
+    mark_leaked,
+    texts_of,
+    unique_pairs,
+    verified,
+)
 from tests.conftest import SAMPLE
 
 PARTS = 4
@@ -157,12 +165,17 @@ def test_highest_score_needs_the_column():
         stage(pa.table({"id": ["a"], "text": ["some text here"]}))
 
 
-def test_cross_split_pairs_find_planted_leaks_only():
-    cfg = NearDedupConfig()
+@pytest.mark.parametrize("verify", ["exact", "signature"])
+def test_cross_split_pairs_find_planted_leaks_only(verify):
+    cfg = NearDedupConfig(verify=verify)
 
     def pairs_of(rows: pa.Table) -> pa.Table:
         bands = explode_bands(PARTS, carry=("id", "split"))(leak_docs(cfg)(rows))
-        return unique_pairs(_shuffle(bands, cross_split_pairs(cfg.threshold)))
+        pairs = unique_pairs(_shuffle(bands, cross_split_pairs(cfg.threshold)))
+        if verify == "signature":
+            return pairs
+        texts = texts_of(endpoint_ids(pairs), False)(rows)
+        return verified(texts, cfg)(pairs)
 
     sample = pq.read_table(SAMPLE / "parquet", columns=["id", "text"]).sort_by("id")
     texts = [t for t in sample["text"].to_pylist() if len(t) > 300]

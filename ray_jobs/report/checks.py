@@ -33,7 +33,8 @@ PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 # learn or to measure.
 MIN_CLASS_SHARE = 0.01
 # A split whose class shares differ from the overall shares by more than 2 points evaluates a different mix than
-# the one trained on (a stratified split is exact to within one row per class).
+# the one trained on. A stratified split is exact to within one row per class, so a split of n rows is allowed
+# 1/n more: the sample's 33-row test split holds 'book' 12 times for a target of 11.3 (36.4 % vs 33.6 %).
 MAX_SPLIT_DRIFT = 0.02
 # More than 1 % of documents cut at tokenize.max_length loses their ends silently.
 MAX_TRUNCATED_SHARE = 0.01
@@ -199,21 +200,22 @@ def label_distribution(rows: RowScan | None) -> Check:
         return Check(name, SKIP, "the final rows are empty")
     share = {label: n / total for label, n in overall.items()}
     rare = sorted((s, label) for label, s in share.items() if s < MIN_CLASS_SHARE)
-    gaps = sorted(((abs(c[label] / sum(c.values()) - s), split, label, c[label] / sum(c.values()))
+    gaps = sorted(((abs(c[label] / sum(c.values()) - s), split, label, c[label] / sum(c.values()),
+                    MAX_SPLIT_DRIFT + 1 / sum(c.values()))
                    for split, c in per_split.items() if split != NO_SPLIT for label, s in share.items()),
                   reverse=True)
     lo, hi = min(share.values()), max(share.values())
     detail = f"{len(share)} classes, {lo:.1%} to {hi:.1%} of {total:,} rows"
     problems = [f"{label!r} is {s:.2%} of the rows (under {MIN_CLASS_SHARE:.0%})" for s, label in rare]
     problems += [f"{split} has {label!r} at {got:.1%} vs {share[label]:.1%} overall"
-                 for gap, split, label, got in gaps if gap > MAX_SPLIT_DRIFT]
+                 for gap, split, label, got, allowed in gaps if gap > allowed]
     if problems:
         return Check(name, WARN, f"{detail}; " + "; ".join(problems[:6]) +
                      (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
     if gaps:
-        gap, split, label, _ = gaps[0]
-        detail += (f"; every split within {MAX_SPLIT_DRIFT * 100:.0f} points of the overall shares (largest gap "
-                   f"{gap * 100:.1f} points: {split} {label!r})")
+        gap, split, label, _, _ = gaps[0]
+        detail += (f"; every split within {MAX_SPLIT_DRIFT * 100:.0f} points (+ one row) of the overall shares "
+                   f"(largest gap {gap * 100:.1f} points: {split} {label!r})")
     return Check(name, PASS, detail)
 
 

@@ -29,7 +29,6 @@ each shuffle gets one partition per `dedup.partition_mb` of its input (at most `
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -140,8 +139,7 @@ def decide(cfg: RunConfig, compact: Dataset, read_input=None, text=None) -> tupl
     dc = cfg.dedup
     rows = runtime.map_tables(compact, _initial, batch_size=None)
     if dc.method == "near":
-        keep_sig = dc.near.verify == "signature"  # the digest carries _sig for leakage too: not for our edges
-        docs = runtime.map_tables(compact, lambda t: _compact_docs(t, keep_sig), batch_size=None)
+        docs = runtime.map_tables(compact, _compact_docs, batch_size=None)
         marked, extras = near_dedup(rows, dc, docs, (lambda: text([schema.ID, schema.TEXT])) if text else None)
     elif dc.method == "off":
         marked, extras = rows, {}
@@ -186,22 +184,18 @@ def _drop_lines_of(side: pa.Table) -> Callable[[pa.Table], pa.Table]:
     return fn
 
 
-def _compact_docs(table: pa.Table, keep_sig: bool) -> pa.Table:
-    cols = [schema.ID, NODE, HASH, RANK, KEYS] + ([SIG] if keep_sig else [])
+def _compact_docs(table: pa.Table) -> pa.Table:
+    cols = [schema.ID, NODE, HASH, RANK, KEYS] + ([SIG] if SIG in table.column_names else [])
     return table.select(cols).append_column(OLD, pa.array(np.zeros(len(table), dtype=bool)))
 
 
 class MinHashDigest(Stage):
     """The text pass's part of dedup and leakage: signature columns (_node, _hash, _rank, _keys, and _sig when
-    leakage or signature verification needs it) appended to the kept rows, null on the others. ~100 bytes per
+    dedup.near.verify = signature decides on it) appended to the kept rows, null on the others. ~100 bytes per
     document (~600 with _sig) next to kilobytes of text; the global steps read only these columns back."""
 
     def __init__(self, cfg: RunConfig) -> None:
-        near = cfg.dedup.near
-        sig = cfg.leakage.enabled or near.verify == "signature"
-        bands, rows = near.bands_rows()  # the banding of the configured verify, not of the one that carries _sig
-        self.stage = SignatureStage(dataclasses.replace(near, verify="signature" if sig else "none", bands=bands,
-                                                        rows=rows), cfg.dedup.lowercase)
+        self.stage = SignatureStage(cfg.dedup.near, cfg.dedup.lowercase)
         self.lines = cfg.dedup.lines.unit if cfg.dedup.lines.enabled else ""
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -221,7 +215,7 @@ class MinHashDigest(Stage):
 
 
 def digest_columns(cfg: RunConfig) -> tuple[str, ...]:
-    sig = cfg.leakage.enabled or cfg.dedup.near.verify == "signature"
+    sig = cfg.dedup.near.verify == "signature"  # dedup and leakage decide on it; with exact, on the text
     return (NODE, HASH, RANK, KEYS) + ((SIG,) if sig else ()) + ((LINES,) if cfg.dedup.lines.enabled else ())
 
 

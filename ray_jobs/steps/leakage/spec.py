@@ -22,5 +22,5 @@ STEP = Step(
     name="leakage", section="leakage", kind=GLOBAL,
     doc="near-duplicate pairs across train/val/test and against eval sets; leaked train rows dropped",
     drops=(LEAKED,), enabled=lambda cfg: cfg.leakage.enabled, digest=MINHASH, decide=barrier.decide,
-    build=barrier.build, key_columns=lambda cfg: (schema.SPLIT,), stats=_stats,
+    reads_text=True, build=barrier.build, key_columns=lambda cfg: (schema.SPLIT,), stats=_stats,
 )
