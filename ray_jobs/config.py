@@ -49,9 +49,23 @@ class InputConfig:
     id_column: str = "id"  # used as the row id when present; otherwise "<relative path>:<offset>"
     text_mode: str = "line"  # plain .txt files: one document per "line" or per "file"
     csv_delimiter: str = ","
+    # Limits on what one read task holds, each over-limit record a quarantine row naming its key (MB = 2^20 bytes).
     # A tar member larger than this is not read into memory: its sample is quarantined (a text sample of
     # hundreds of MB is a broken or hostile shard, not a document).
     max_member_mb: int = 256
+    # The longest line (JSONL, text, CSV) held in memory; a longer one is skipped 1 MB at a time and quarantined.
+    # Cost: a read task holds ~3x this while it parses a line (its bytes, the decoded str, the parsed object).
+    # Above max_record_mb because JSON escapes make a line longer than its text (\u00e9: 6 bytes for 2).
+    max_line_mb: int = 64
+    # The largest record passed on as a row (a JSONL or text line, a CSV record, a .txt file read whole, a Parquet
+    # or HF text value). Cost: each later step holds it whole (the tokenizer ~5x its bytes in ids and offsets); the
+    # longest documents of web and book corpora are a few MB.
+    max_record_mb: int = 32
+    # The most bytes read from one file after decompression (.gz, .zst; plain files too); past it the rest of the
+    # file is one quarantine row. Records stream, so this bounds time and output disk, not memory: a 40 kB .gz
+    # of zeros expands to 40 MB, a 1 MB one to ~1 GB. 64 GB: above the largest real single-file shards (the
+    # Pile's .jsonl.zst files hold ~45 GB each).
+    max_decompressed_mb: int = 65536
     # An HF `datasets` input: a local path / save_to_disk folder / hub id, with its split.
     hf_split: str = "train"
 
@@ -60,6 +74,9 @@ class InputConfig:
         _choice("input.text_mode", self.text_mode, ("line", "file"))
         if not self.paths:
             raise ValueError("input.paths is empty: give at least one file, folder or glob")
+        for key in ("max_member_mb", "max_line_mb", "max_record_mb", "max_decompressed_mb"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"input.{key} must be at least 1 (MB); got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

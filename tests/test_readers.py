@@ -19,20 +19,29 @@ import pytest
 import zstandard
 
 from ray_jobs.config import InputConfig, load_config
-from ray_jobs.io.formats import FileUnit, hive_values, parse_file
-from ray_jobs.io.readers import discover, from_records, hf_tables
+from ray_jobs.io.formats import RECORDS, FileUnit, hive_values, parse_file
+from ray_jobs.io.readers import discover, from_records
 
 CORE = ["id", "text", "source", "_offset", "_error"]
 CORE_TYPES = [pa.string(), pa.string(), pa.string(), pa.int64(), pa.string()]
 
 
+def parsed(unit: FileUnit, cfg: InputConfig) -> list[pa.Table]:
+    """parse_file's tables for one file, checked: the canonical columns first, and `_records` (the reader's count
+    of what it saw, which stats sums into the first step's rows_in) null on every row but the file's last, which
+    holds the number of rows read; returned without `_records`, which the other tests need not spell out."""
+    tables = list(parse_file(unit, cfg))
+    for t in tables:
+        assert t.column_names[:6] == CORE + [RECORDS], t.column_names
+        assert [t.schema.field(c).type for c in CORE + [RECORDS]] == CORE_TYPES + [pa.int64()]
+    counts = [n for t in tables for n in t[RECORDS].to_pylist()]
+    assert counts == [None] * (len(counts) - 1) + [len(counts)], f"{unit.path}: _records {counts[-3:]}"
+    return [t.drop_columns([RECORDS]) for t in tables]
+
+
 def read_tables(path: Path | str, **kw) -> list[pa.Table]:
     cfg = InputConfig(paths=(str(path),), **kw)
-    tables = [t for unit in discover(cfg) for t in parse_file(unit, cfg)]
-    for t in tables:
-        assert t.column_names[:5] == CORE
-        assert [t.schema.field(c).type for c in CORE] == CORE_TYPES
-    return tables
+    return [t for unit in discover(cfg) for t in parsed(unit, cfg)]
 
 
 def read_rows(path: Path | str, **kw) -> list[dict]:
@@ -210,7 +219,7 @@ def hf_cache(tmp_path, monkeypatch):
 
 def _hf_rows(cfg: InputConfig) -> tuple[list[FileUnit], list[dict]]:
     units = discover(cfg)
-    rows = [r for u in units for t in hf_tables(u.path, cfg) for r in t.to_pylist()]
+    rows = [r for u in units for t in parsed(u, cfg) for r in t.to_pylist()]
     return units, rows
 
 
@@ -525,3 +534,261 @@ def test_tar_members_over_the_size_limit_and_traversal_names_are_harmless(tmp_pa
     (q,) = bad(rows)  # the big sample is quarantined, not read into memory; the shard goes on
     assert q["id"] == "w/shard.tar:big" and "member big.txt is 2 MB, over input.max_member_mb = 1" in q["_error"]
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+
+
+# ------------------------------------------------------------------------------------------- issue 14: records, limits
+
+MB = 1024 * 1024
+
+
+def _jsonl(*records: object) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def test_csv_field_over_the_csv_module_limit_is_read(tmp_path):
+    # 200,000 characters: over Python's csv.field_size_limit (131,072), which made this row and every row after it
+    # one quarantined row; far under input.max_record_mb, so it is a document like any other
+    big = "word " * 40_000
+    f = write(tmp_path / "c" / "docs.csv", f'text,n\nfirst,1\n"{big}",2\nafter,3\n')
+    rows = read_rows(f)
+    assert [(r["text"], r["n"], r["_error"]) for r in rows] == [("first", "1", None), (big, "2", None),
+                                                                ("after", "3", None)]
+
+
+def test_csv_records_over_max_record_mb_are_each_their_own_quarantine_row(tmp_path):
+    unquoted = "x" * (2 * MB)  # one physical line
+    quoted = 'a,\n""b""\n' * (MB // 8 + 1)  # over 1 MB across many lines, with delimiters, quotes and newlines
+    f = write(tmp_path / "c" / "docs.csv",
+              f'text,n\nfirst,1\n{unquoted},2\nsecond,3\n"{quoted}",4\nthird,5\n"{quoted}",6\n')
+    rows = read_rows(f, max_record_mb=1)
+    assert [(r["text"], r["n"]) for r in good(rows)] == [("first", "1"), ("second", "3"), ("third", "5")]
+    q = bad(rows)
+    assert [r["_offset"] for r in q] == [3, 5 + quoted.count("\n"), 7 + 2 * quoted.count("\n")]
+    for r in q:
+        assert "over input.max_record_mb = 1" in r["_error"] and "raise input.max_record_mb" in r["_error"], r
+        assert len(r["text"]) <= 2000  # a snippet, not the record
+
+
+def test_jsonl_with_byte_order_mark_keeps_its_first_record(tmp_path):
+    f = write(tmp_path / "j" / "bom.jsonl", b"\xef\xbb\xbf" + _jsonl({"text": "first"}, {"text": "second"}))
+    rows = read_rows(f)
+    assert [(r["id"], r["text"], r["_error"]) for r in rows] == [
+        ("j/bom.jsonl:1", "first", None), ("j/bom.jsonl:2", "second", None)]
+
+
+@pytest.mark.parametrize("value,kind", [(["a", "b"], "list"), (42, "int"), (1.5, "float"), ({"a": 1}, "dict"),
+                                        (True, "bool")])
+def test_jsonl_text_that_is_not_a_string_is_quarantined_with_its_type(tmp_path, value, kind):
+    f = write(tmp_path / "j" / "docs.jsonl", _jsonl({"text": "ok"}, {"text": value}, {"text": "ok too"}))
+    rows = read_rows(f)
+    assert [r["text"] for r in good(rows)] == ["ok", "ok too"]
+    (q,) = bad(rows)
+    assert q["_offset"] == 2
+    assert f"'text' is {kind} (" in q["_error"] and "expected a string" in q["_error"], q["_error"]
+
+
+def test_parquet_text_column_that_is_not_a_string_is_quarantined_row_by_row(tmp_path):
+    pq.write_table(pa.table({"text": [[1, 2], None, [3]]}), write(tmp_path / "pq" / "lists.parquet", b""))
+    pq.write_table(pa.table({"text": pa.array(["fine", "also fine"], pa.large_string())}),
+                   tmp_path / "pq" / "large.parquet")
+    rows = read_rows(tmp_path / "pq")
+    assert [(r["source"], r["text"]) for r in good(rows) if r["text"]] == [("pq/large.parquet", "fine"),
+                                                                            ("pq/large.parquet", "also fine")]
+    q = bad(rows)  # the null is a record without text (clean drops it as empty), the lists are damage
+    assert [(r["source"], r["_offset"], r["text"]) for r in q] == [("pq/lists.parquet", 0, "[1, 2]"),
+                                                                   ("pq/lists.parquet", 2, "[3]")]
+    assert all("'text' is list (" in r["_error"] and "expected a string" in r["_error"] for r in q)
+    assert [(r["_offset"], r["text"]) for r in rows if r["source"] == "pq/lists.parquet" and not r["_error"]] == [
+        (1, None)]
+
+
+def test_ids_are_strings_the_same_way_in_every_format(tmp_path):
+    # 42 and "42" are one id in every format (dedup then sets both rows aside as duplicate_id); an id that has no
+    # single string form (float: 1.0 or "1"? bool: True or "true"?, list, object) is quarantined, never guessed
+    write(tmp_path / "r" / "a.jsonl", _jsonl({"text": "n", "id": 42}, {"text": "s", "id": "42"},
+                                             {"text": "f", "id": 1.0}, {"text": "b", "id": True},
+                                             {"text": "l", "id": [1]}, {"text": "none", "id": None}))
+    write(tmp_path / "r" / "b.csv", "id,text\n42,c\n")
+    pq.write_table(pa.table({"id": pa.array([42, None], pa.int64()), "text": ["p", "q"]}), tmp_path / "r" / "c.parquet")
+    pq.write_table(pa.table({"id": [0.5], "text": ["x"]}), tmp_path / "r" / "d.parquet")
+    rows = read_rows(tmp_path / "r")
+    assert [(r["id"], r["text"]) for r in good(rows)] == [
+        ("42", "n"), ("42", "s"), ("r/a.jsonl:6", "none"), ("42", "c"), ("42", "p"), ("r/c.parquet:1", "q")]
+    q = bad(rows)
+    assert [(r["source"], r["_offset"]) for r in q] == [("r/a.jsonl", 3), ("r/a.jsonl", 4), ("r/a.jsonl", 5),
+                                                         ("r/d.parquet", 0)]
+    for r, kind in zip(q, ("float", "bool", "list", "float")):
+        assert f"'id' is {kind} (" in r["_error"] and "expected a string or an integer" in r["_error"], r
+
+
+def _cut(data: bytes, fraction: float = 0.5) -> bytes:
+    return data[:int(len(data) * fraction)]
+
+
+@pytest.mark.parametrize("suffix,compress", [
+    (".jsonl.gz", lambda b: gzip.compress(b, mtime=0)),
+    (".jsonl.zst", lambda b: zstandard.ZstdCompressor().compress(b)),
+    # many small frames, as pzstd writes: the frames before the cut are whole
+    (".jsonl.zst", lambda b: b"".join(zstandard.ZstdCompressor().compress(b[i:i + 4096])
+                                      for i in range(0, len(b), 4096))),
+])
+def test_truncated_compressed_file_keeps_the_records_before_the_cut(tmp_path, suffix, compress):
+    texts = [f"record number {i} " + "filler " * (i % 7) for i in range(400)]
+    f = write(tmp_path / "j" / f"cut{suffix}", _cut(compress(_jsonl(*({"text": t} for t in texts)))))
+    rows = read_rows(f)
+    kept = [r["text"] for r in good(rows)]
+    assert kept == texts[:len(kept)]  # a prefix, each text whole
+    (q,) = bad(rows)
+    assert q["_offset"] == len(kept) + 1  # the first line not read whole
+    assert f"after line {len(kept)}" in q["_error"] and "decompressed bytes" in q["_error"], q["_error"]
+    assert "ends early" in q["_error"] and "re-create" in q["_error"], q["_error"]
+
+
+def test_truncated_zst_single_frame_is_not_silently_empty(tmp_path):
+    # zstandard's stream_reader returns b"" at a cut inside a frame, without an error: 400 records vanished
+    data = zstandard.ZstdCompressor().compress(_jsonl(*({"text": f"doc {i}"} for i in range(400))))
+    f = write(tmp_path / "j" / "cut.jsonl.zst", data[:len(data) // 2])
+    rows = read_rows(f)
+    assert len(bad(rows)) == 1 and "ends early" in bad(rows)[0]["_error"]
+    assert [r["text"] for r in good(rows)] == [f"doc {i}" for i in range(len(good(rows)))]
+
+
+def _peak_while(fn) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("suffix,compress", [(".jsonl", bytes), (".jsonl.gz", lambda b: gzip.compress(b, 1)),
+                                             (".jsonl.zst", lambda b: zstandard.ZstdCompressor().compress(b))])
+def test_a_huge_line_is_skipped_streaming(tmp_path, suffix, compress):
+    huge = b'{"text": "' + b"z" * (24 * MB) + b'"}\n'
+    f = write(tmp_path / "j" / f"huge{suffix}", compress(_jsonl({"text": "before"}) + huge + _jsonl({"text": "after"})))
+    rows, peak = _peak_while(lambda: read_rows(f, max_line_mb=1))
+    assert [r["text"] for r in good(rows)] == ["before", "after"]
+    (q,) = bad(rows)
+    assert q["_offset"] == 2 and f"line is {len(huge):,} bytes, over input.max_line_mb = 1" in q["_error"]
+    assert "raise input.max_line_mb" in q["_error"]
+    assert peak < 8 * MB, f"{peak:,} bytes held to skip a 24 MB line: it must be read in bounded chunks"
+
+
+def test_records_over_max_record_mb_in_text_and_jsonl(tmp_path):
+    write(tmp_path / "t" / "lines.txt", b"short\n" + b"y" * (MB + 10) + b"\nlast\n")
+    rows = read_rows(tmp_path / "t", max_record_mb=1)
+    assert [r["text"] for r in good(rows)] == ["short", "last"]
+    (q,) = bad(rows)
+    assert q["_offset"] == 2 and "over input.max_record_mb = 1" in q["_error"]
+    write(tmp_path / "f" / "whole.txt", b"w" * (MB + 1))
+    write(tmp_path / "f" / "small.txt", b"fits")
+    rows = read_rows(tmp_path / "f", max_record_mb=1, text_mode="file")
+    assert [r["text"] for r in good(rows)] == ["fits"]
+    (q,) = bad(rows)
+    assert q["source"] == "f/whole.txt" and f"record is {MB + 1:,} bytes, over input.max_record_mb = 1" in q["_error"]
+    # JSON escapes: the line is under max_line_mb, the text it holds over max_record_mb
+    write(tmp_path / "j" / "esc.jsonl", _jsonl({"text": "\u00e9" * (MB // 2 + 1)}, {"text": "ok"}))
+    rows = read_rows(tmp_path / "j", max_record_mb=1)
+    assert [r["text"] for r in good(rows)] == ["ok"] and "over input.max_record_mb = 1" in bad(rows)[0]["_error"]
+
+
+@pytest.mark.parametrize("suffix,compress", [(".jsonl.gz", lambda b: gzip.compress(b, 9)),
+                                             (".jsonl.zst", lambda b: zstandard.ZstdCompressor(19).compress(b))])
+def test_decompression_bomb_stops_at_max_decompressed_mb(tmp_path, suffix, compress):
+    line = _jsonl({"text": "bomb " * 200})  # 1,014 bytes a line, compressing ~100x
+    data = compress(line * (3 * MB // len(line)))
+    f = write(tmp_path / "j" / f"bomb{suffix}", data)
+    assert len(data) < 100_000
+    rows = read_rows(f, max_decompressed_mb=1)
+    n = len(good(rows))
+    assert n == MB // len(line)  # every whole line within the first MB
+    (q,) = bad(rows)
+    assert q["_offset"] == n + 1 and "input.max_decompressed_mb = 1" in q["_error"], q["_error"]
+    assert "raise input.max_decompressed_mb" in q["_error"]
+    # one line of 40 MB of zeros (a 40 kB file): never held whole
+    f = write(tmp_path / "z" / f"zeros{suffix}", compress(b'{"text": "' + b"0" * (40 * MB)))
+    rows, peak = _peak_while(lambda: read_rows(f, max_line_mb=1))
+    (q,) = rows
+    assert "over input.max_line_mb = 1" in q["_error"] and peak < 8 * MB, (q["_error"], peak)
+
+
+def test_nul_bytes_in_text_lines_and_csv_rows_are_quarantined(tmp_path):
+    write(tmp_path / "t" / "lines.txt", b"fine\nbin\x00ary\nfine too\n")
+    write(tmp_path / "t" / "rows.csv", b"text\nfine\nbin\x00ary\n")
+    rows = read_rows(tmp_path / "t")
+    assert [(r["source"], r["text"]) for r in good(rows)] == [("t/lines.txt", "fine"), ("t/lines.txt", "fine too"),
+                                                              ("t/rows.csv", "fine")]
+    q = bad(rows)
+    assert [(r["source"], r["_offset"]) for r in q] == [("t/lines.txt", 2), ("t/rows.csv", 3)]
+    assert all("NUL byte" in r["_error"] and "not text" in r["_error"] for r in q)
+
+
+def test_tar_with_a_corrupt_header_mid_shard_says_what_was_not_read(tmp_path):
+    # tarfile ends its iteration without an error at an invalid header after the first member: every sample
+    # after it vanished without a trace
+    f = make_tar(tmp_path / "w" / "shard.tar", [(f"s{i}.txt", f"sample {i}".encode()) for i in range(6)])
+    with tarfile.open(f) as tar:
+        third = tar.getmembers()[3]
+    data = bytearray(f.read_bytes())
+    data[third.offset:third.offset + 100] = b"\xff" * 100  # its name and mode: the checksum no longer matches
+    f.write_bytes(bytes(data))
+    rows = read_rows(f)
+    assert [r["text"] for r in good(rows)] == ["sample 0", "sample 1", "sample 2"]
+    (q,) = bad(rows)
+    assert q["_offset"] == 3
+    assert f"{len(data) - third.offset:,} bytes" in q["_error"] and "not read" in q["_error"], q["_error"]
+
+
+def test_parquet_with_a_corrupt_row_group_loses_only_that_group(tmp_path):
+    f = tmp_path / "pq" / "groups.parquet"
+    f.parent.mkdir()
+    texts = [f"row {i} " + "text " * 20 for i in range(30)]
+    pq.write_table(pa.table({"text": texts}), f, row_group_size=10, compression="none")
+    meta = pq.ParquetFile(f).metadata
+    col = meta.row_group(1).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(f.read_bytes())
+    data[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    f.write_bytes(bytes(data))
+    rows = read_rows(f)
+    assert [r["text"] for r in good(rows)] == texts[:10] + texts[20:]
+    q = bad(rows)  # one quarantine row per record of the lost group: the accounting stays exact
+    assert [r["_offset"] for r in q] == list(range(10, 20))
+    assert all("row group 1 (rows 10-19, 10 records) unreadable" in r["_error"] for r in q), q[0]["_error"]
+
+
+def test_hf_missing_split_and_corrupt_arrow_file_are_quarantined(tmp_path, hf_cache):
+    dd = hf_cache.DatasetDict({"train": hf_cache.Dataset.from_dict({"text": ["tr"]}),
+                               "test": hf_cache.Dataset.from_dict({"text": ["te"]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    write(tmp_path / "other.jsonl", _jsonl({"text": "still read"}))
+    cfg = InputConfig(paths=(str(tmp_path / "dd"), str(tmp_path / "other.jsonl")), hf_split="validation")
+    rows = [r for u in discover(cfg) for t in parsed(u, cfg) for r in t.to_pylist()]
+    assert [r["text"] for r in good(rows)] == ["still read"]
+    (q,) = bad(rows)
+    assert q["source"] == "dd" and "no split 'validation'" in q["_error"] and "test, train" in q["_error"]
+    assert "set input.hf_split" in q["_error"]
+
+    for arrow in (tmp_path / "dd" / "train").glob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:40])
+    cfg = InputConfig(paths=(str(tmp_path / "dd"),))
+    (q,) = [r for u in discover(cfg) for t in parsed(u, cfg) for r in t.to_pylist()]
+    assert q["source"] == "dd" and "unreadable as hf" in q["_error"] and "save_to_disk" in q["_error"], q["_error"]
+
+
+def test_hf_text_that_is_not_a_string_is_quarantined(tmp_path, hf_cache):
+    hf_cache.Dataset.from_dict({"text": [[1, 2], [3]], "n": [0, 1]}).save_to_disk(str(tmp_path / "lists"))
+    _, rows = _hf_rows(InputConfig(paths=(str(tmp_path / "lists"),)))
+    assert len(rows) == 2 and all("'text' is list (" in r["_error"] for r in rows)
+
+
+def test_every_file_s_last_row_carries_the_records_the_reader_saw(tmp_path):
+    write(tmp_path / "r" / "a.jsonl", _jsonl({"text": "1"}) + b"{broken\n" + _jsonl({"text": "3"}))
+    write(tmp_path / "r" / "b.txt", "".join(f"line {i}\n" for i in range(5000)))  # three tables of 2048
+    write(tmp_path / "r" / "c.jsonl", b"")
+    cfg = InputConfig(paths=(str(tmp_path / "r"),))
+    per_file = {u.relpath: [n for t in parse_file(u, cfg) for n in t[RECORDS].to_pylist()] for u in discover(cfg)}
+    assert per_file == {"r/a.jsonl": [None, None, 3], "r/b.txt": [None] * 4999 + [5000], "r/c.jsonl": [1]}

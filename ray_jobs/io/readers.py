@@ -12,22 +12,16 @@ import pyarrow as pa
 
 from ray_jobs.config import InputConfig
 from ray_jobs.io.formats import (
-    ROWS_PER_TABLE,
-    SUFFIX_FORMATS,
     FileUnit,
     canonical_row,
     canonical_table,
     detect_format,
+    is_hf_folder,
     parse_file,
+    record_problem,
 )
 
 BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks...
-# Our format name -> the `datasets` packaged builder that reads a single local file of it.
-HF_BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet", "text": "text", "webdataset": "webdataset"}
-
-
-def _is_hf_folder(p: Path) -> bool:
-    return p.is_dir() and any((p / f).exists() for f in ("state.json", "dataset_dict.json"))
 
 
 def _size(u: FileUnit) -> int:
@@ -39,7 +33,7 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
     units: list[FileUnit] = []
     seen: dict[str, str] = {}  # relpath (the id prefix) -> file
     for spec in cfg.paths:
-        if cfg.format == "hf" or (cfg.format == "auto" and _is_hf_folder(Path(spec))):
+        if cfg.format == "hf" or (cfg.format == "auto" and is_hf_folder(Path(spec))):
             units.append(FileUnit(spec, Path(spec).name or spec, "hf"))  # local folder, data files or hub id
             continue
         matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
@@ -90,7 +84,7 @@ def file_groups(units: list[FileUnit], parallelism: int) -> list[list[FileUnit]]
 def read_group(group: list[FileUnit], cfg: InputConfig) -> Iterator[pa.Table]:
     """Canonical tables of a group of files, file by file (what one read task yields)."""
     for unit in group:
-        yield from hf_tables(unit.path, cfg) if unit.fmt == "hf" else parse_file(unit, cfg)
+        yield from parse_file(unit, cfg)
 
 
 def group_bytes(group: list[FileUnit]) -> int:
@@ -98,33 +92,9 @@ def group_bytes(group: list[FileUnit]) -> int:
 
 
 def hf_tables(spec: str, cfg: InputConfig) -> Iterator[pa.Table]:
-    """An HF `datasets` input (save_to_disk folder, local data files or folder, or a hub id) as canonical tables.
-
-    One read task streams the whole dataset (Arrow memory-mapped, so memory stays flat); ids are
-    `<name>:<split>:<row>`.
-    """
-    import datasets
-
-    p = Path(spec)
-    if _is_hf_folder(p):
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[cfg.hf_split]
-    elif p.is_file():
-        # load_dataset(<file>) only searches folders ("Couldn't find any data file"): name the packaged builder.
-        builder = HF_BUILDERS.get(detect_format(p) or "")
-        if builder is None:
-            raise ValueError(f"cannot read {spec} with HF datasets: expected a file ending in "
-                             f"{', '.join(sorted(ext for ext, f in SUFFIX_FORMATS.items() if f in HF_BUILDERS))}")
-        sep = {"delimiter": "\t"} if builder == "csv" and ".tsv" in [s.lower() for s in p.suffixes] else {}
-        ds = datasets.load_dataset(builder, data_files={cfg.hf_split: str(p)}, split=cfg.hf_split, **sep)
-    else:
-        ds = datasets.load_dataset(spec, split=cfg.hf_split)  # a folder of data files or a hub id
-    name = p.name if p.exists() else spec
-    arrow = ds.with_format("arrow")
-    for start in range(0, len(ds), ROWS_PER_TABLE):
-        chunk = arrow[start:start + ROWS_PER_TABLE]
-        yield from_records(chunk.to_pylist(), cfg, prefix=f"{name}:{cfg.hf_split}", start=start)
+    """An HF `datasets` input (save_to_disk folder, local data files or folder, or a hub id) as canonical tables,
+    as a read task gives them: ids `<name>:<split>:<row>`, a missing split or a corrupt Arrow file quarantined."""
+    return parse_file(FileUnit(spec, Path(spec).name or spec, "hf"), cfg)
 
 
 def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", start: int = 0) -> pa.Table:
@@ -140,5 +110,7 @@ def from_records(records: Iterable[Any], cfg: InputConfig, prefix: str = "mem", 
         elif not isinstance(rec, dict):
             raise TypeError(f"record {i}: expected a str or a dict with {cfg.text_column!r}, "
                             f"found {type(rec).__name__}")
+        if (problem := record_problem(rec, cfg)) is not None:
+            raise TypeError(f"record {i}: {problem}")
         rows.append(canonical_row(rec, cfg, prefix, i))
     return canonical_table(rows)
