@@ -4,6 +4,7 @@ offset and reason, every good record in another status folder, and stats.json mu
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -12,9 +13,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from ray_jobs.config import load_config
+from ray_jobs.io.formats import RECORDS
 from ray_jobs.planner import run_pipeline
+from ray_jobs.rundir import RunDir
+from ray_jobs.rundir.stats import run_stats
 
 # Long enough (> 50 words) and plain enough to pass the default quality rules.
 LONG = [
@@ -66,11 +71,25 @@ def build_inputs(root: Path) -> tuple[set[str], dict[str, tuple[int, str]]]:
     pq.write_table(pa.table({"text": [LONG[1], "parquet short"]}), root / "good.parquet")
     pq.write_table(pa.table({"body": ["no text column here"]}), root / "notext.parquet")
     (root / "corrupt.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4)
+    # issue 14: a BOM before the first record; a field over csv's 131,072-character limit; a list as the text; a
+    # .zst cut inside its third frame (10 records a frame: the first 20 are whole); a .gz expanding past
+    # input.max_decompressed_mb = 1 (set below), ten 100 kB records fit in the first MB
+    (root / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + _jsonl({"text": LONG[2]}, {"text": "after the bom"}))
+    (root / "bigfield.csv").write_text(f'text,n\n"{" ".join([LONG[0]] * 500)}",1\nnext row,2\n')
+    (root / "types.jsonl").write_bytes(_jsonl({"text": LONG[1]}, {"text": ["a", "list"]}, {"text": "third"}))
+    frames = [zstandard.ZstdCompressor().compress(_jsonl(*({"text": f"zst doc {i}"} for i in range(k, k + 10))))
+              for k in range(0, 50, 10)]
+    (root / "cut.jsonl.zst").write_bytes(b"".join(frames[:2]) + frames[2][:len(frames[2]) // 2])
+    line = _jsonl({"text": " ".join([LONG[1]] * 250)})
+    (root / "bomb.jsonl.gz").write_bytes(gzip.compress(line * 40, mtime=0))
+    bomb_kept = (1024 * 1024) // len(line)
 
     good = {"in/good.jsonl:1", "in/good.jsonl:2", "in/malformed.jsonl:1", "in/malformed.jsonl:3",
             "in/badutf8.jsonl:1", "in/lines.txt:1", "in/lines.txt:3", "in/rows.csv:2", "in/rows.csv:4",
             "in/truncated.tar:a", "in/truncated.tar:b", "in/badjson.tar:a", "in/badjson.tar:c",
-            "in/good.parquet:0", "in/good.parquet:1"}
+            "in/good.parquet:0", "in/good.parquet:1", "in/bom.jsonl:1", "in/bom.jsonl:2", "in/bigfield.csv:2",
+            "in/bigfield.csv:3", "in/types.jsonl:1", "in/types.jsonl:3"}
+    good |= {f"in/cut.jsonl.zst:{i}" for i in range(1, 21)} | {f"in/bomb.jsonl.gz:{i}" for i in range(1, bomb_kept + 1)}
     bad = {
         "in/malformed.jsonl": (2, "malformed JSON"),
         "in/badutf8.jsonl": (2, "invalid UTF-8 at byte 13 of the line"),
@@ -81,6 +100,9 @@ def build_inputs(root: Path) -> tuple[set[str], dict[str, tuple[int, str]]]:
         "in/badjson.tar": (1, "b.json is not valid JSON"),
         "in/notext.parquet": (0, "Parquet file has no 'text' column"),
         "in/corrupt.parquet": (-1, "unreadable as parquet"),
+        "in/types.jsonl": (2, "'text' is list ([\"a\", \"list\"]), expected a string"),
+        "in/cut.jsonl.zst": (21, "zstd stream ends early after line 20"),
+        "in/bomb.jsonl.gz": (bomb_kept + 1, "input.max_decompressed_mb = 1"),
     }
     return good, bad
 
@@ -102,7 +124,7 @@ def test_bad_input_is_quarantined_and_the_job_finishes(tmp_path, monkeypatch):
     good_ids, bad_files = build_inputs(tmp_path / "in")
     run = tmp_path / "run"
     cfg = load_config(None, [f"input.paths=['{tmp_path / 'in'}']", f"output.dir='{run}'", "ray.num_cpus=2",
-                             "ray.progress_bars=false", "clean.allowed_langs=[]"])
+                             "ray.progress_bars=false", "clean.allowed_langs=[]", "input.max_decompressed_mb=1"])
     try:
         stats = run_pipeline(cfg, stages=("clean",))
         assert ray.is_initialized() == was_running, "run_pipeline must shut down the Ray it started, and only it"
@@ -115,7 +137,7 @@ def test_bad_input_is_quarantined_and_the_job_finishes(tmp_path, monkeypatch):
     assert "status=quarantined" in folders and len(folders) >= 2, folders
 
     q = read_folder(stage / "status=quarantined").to_pylist()
-    assert len(q) == len(bad_files) == 9
+    assert len(q) == len(bad_files) == 12
     assert sorted(r["source"] for r in q) == sorted(bad_files)
     for r in q:
         offset, reason = bad_files[r["source"]]
@@ -136,7 +158,19 @@ def test_bad_input_is_quarantined_and_the_job_finishes(tmp_path, monkeypatch):
     on_disk = json.loads((run / "stats.json").read_text())
     assert on_disk == json.loads(json.dumps(stats))
     s = on_disk["stages"]["clean"]
-    assert s["quarantined"] == 9 and s["rows_in"] == len(good_ids) + 9 == 24
+    assert s["quarantined"] == 12 and s["rows_in"] == len(good_ids) + 12
     assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values()) + s["quarantined"]
     assert s["rows_out"] == len(kept) and on_disk["invariant_ok"] is True
     assert (run / "_SUCCESS.clean").is_file()
+
+    # rows_in is the readers' own count (`_records`), not the folders' total: a kept row lost after the reader
+    # (deleted here from its file) breaks the invariant instead of lowering rows_in with it
+    victim = next(f for f in sorted((stage / "status=kept").glob("*.parquet"))
+                  if pq.read_table(f)[RECORDS].null_count > 0)
+    t = pq.read_table(victim)
+    lost = t[RECORDS].to_pylist().index(None)
+    pq.write_table(pa.concat_tables([t.slice(0, lost), t.slice(lost + 1)]), victim)
+    after = run_stats(RunDir(run))
+    assert after["stages"]["clean"]["rows_in"] == s["rows_in"]
+    assert after["stages"]["clean"]["rows_out"] == s["rows_out"] - 1
+    assert after["stages"]["clean"]["invariant_ok"] is False and after["invariant_ok"] is False

@@ -2,7 +2,8 @@
 from counters sent back by workers.
 
 Per step: rows_in, rows_out, dropped (reason -> rows), quarantined, and `rows_in == rows_out + dropped +
-quarantined`. rows_in is the previous step's rows_out (the first step's is its own total). rows_out is counted
+quarantined`. rows_in is the previous step's rows_out (the first step's is the readers' own count of the records
+they saw, `_records`). rows_out is counted
 from the files: the step's kept rows (or its split folders, or its decisions); for a step that ran fused in the
 middle of a pass and wrote only what it dropped, the next step's rows_in is what it passed on, so the chain closes
 at the pass's last step, whose rows are counted (`rows_out_counted` says which). A step's `stats` hook adds its
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
+from ray_jobs.io.formats import RECORDS
 from ray_jobs.rundir import DROPS, RunDir, write_atomic
 
 
@@ -86,7 +88,7 @@ def step_stats(run: RunDir, step: str, rows_in: int | None) -> dict[str, Any]:
     info = run.marker_info(step) or {}
     counted = info.get("output") != DROPS
     if rows_in is None:
-        rows_in = _pass_total(run, info.get("pass", 0)) if not counted else None
+        rows_in = _first_rows_in(run, info.get("pass", 0), counted)
     rows_out = status.get(schema.KEPT, 0) + sum(splits.values())
     if not counted:
         rows_out = (rows_in or 0) - sum(dropped.values()) - quarantined
@@ -98,6 +100,28 @@ def step_stats(run: RunDir, step: str, rows_in: int | None) -> dict[str, Any]:
     if not counted:
         out["rows_out_counted"] = False  # passed on within its pass; the pass's last step is counted
     return out
+
+
+def _first_rows_in(run: RunDir, pass_no: int, counted: bool) -> int | None:
+    """rows_in of the first step: the records the readers saw (`_records` on each input file's last row), summed
+    over what its pass wrote from that step on, so a row lost between the reader and the folders breaks the
+    invariant. Rows without the count (token rows read as they are, a folder written before it existed): every row
+    the pass wrote (`counted` False) or None, the step's own total, which cannot fail."""
+    total, found = 0, False
+    for name in run.done_steps():
+        info = run.marker_info(name) or {}
+        if info.get("pass") != pass_no:
+            continue
+        folder = run.stage_dir(name)
+        for f in sorted(folder.rglob("*.parquet")):
+            if not _hidden(f, folder) and RECORDS in pq.read_schema(f).names:
+                found = True
+                total += int(pc.sum(pq.read_table(f, columns=[RECORDS])[RECORDS]).as_py() or 0)
+        if info.get("output") != DROPS:
+            break  # its folder holds every row that reached it; the steps after it see those rows again
+    if found:
+        return total
+    return None if counted else _pass_total(run, pass_no)
 
 
 def _pass_total(run: RunDir, pass_no: int) -> int:
