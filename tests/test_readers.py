@@ -792,3 +792,18 @@ def test_every_file_s_last_row_carries_the_records_the_reader_saw(tmp_path):
     cfg = InputConfig(paths=(str(tmp_path / "r"),))
     per_file = {u.relpath: [n for t in parse_file(u, cfg) for n in t[RECORDS].to_pylist()] for u in discover(cfg)}
     assert per_file == {"r/a.jsonl": [None, None, 3], "r/b.txt": [None] * 4999 + [5000], "r/c.jsonl": [1]}
+
+
+def test_parquet_value_with_invalid_utf8_is_quarantined(tmp_path):
+    # a damaged byte inside a string value: the Parquet reader passes it on, and the next reader of the row
+    # (to_pylist, the clean step) failed with UnicodeDecodeError; the fuzz suite found it
+    f = tmp_path / "pq" / "bytes.parquet"
+    f.parent.mkdir()
+    pq.write_table(pa.table({"text": ["alpha row", "beta row", "gamma row"]}), f, compression="none",
+                   use_dictionary=False)
+    data = f.read_bytes()
+    f.write_bytes(data.replace(b"beta", b"\xffeta", 1))
+    rows = read_rows(f)
+    assert [(r["_offset"], r["text"]) for r in good(rows)] == [(0, "alpha row"), (2, "gamma row")]
+    (q,) = bad(rows)
+    assert q["_offset"] == 1 and "invalid value in this row" in q["_error"] and "UTF8" in q["_error"], q["_error"]
