@@ -807,3 +807,10 @@ def test_parquet_value_with_invalid_utf8_is_quarantined(tmp_path):
     assert [(r["_offset"], r["text"]) for r in good(rows)] == [(0, "alpha row"), (2, "gamma row")]
     (q,) = bad(rows)
     assert q["_offset"] == 1 and "invalid value in this row" in q["_error"] and "UTF8" in q["_error"], q["_error"]
+
+
+@pytest.mark.parametrize("key", ["max_member_mb", "max_line_mb", "max_record_mb", "max_decompressed_mb"])
+def test_input_limits_must_be_positive(key):
+    with pytest.raises(ValueError, match=rf"^input\.{key} must be at least 1 \(MB\); got 0$"):
+        load_config(None, [f"input.{key}=0"])
+    assert getattr(load_config(None, [f"input.{key}=3"]).input, key) == 3
