@@ -11,15 +11,20 @@ import shlex
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
-from ray_jobs.config import load_config
+from ray_jobs.config import RunConfig, load_config
+from ray_jobs.errors import UserError, user_error
 from ray_jobs.report.summary import cluster_members, format_cluster, format_rows, format_summary, sample_rows
 from ray_jobs.rundir import RunDir
 from ray_jobs.rundir.stats import run_stats
 from ray_jobs.steps import registry
 
 DEFAULT_JOB_API = "http://127.0.0.1:8265"  # the dashboard's job API, on loopback (cluster/local_cluster.py)
+# Exit codes (README.md, "Exit codes"): 0 done; 1 a bug (traceback printed), a broken stats invariant, a failed
+# submitted job; 2 what the user can fix (one line: expected, found, fix), argparse's usage errors included.
+EXIT_OK, EXIT_BUG, EXIT_USER = 0, 1, 2
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -92,36 +97,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["ray-jobs", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.verb == "stats":
-            stats = run_stats(RunDir(args.run_dir))
-            if not stats["stages"]:
-                raise ValueError(f"{args.run_dir} holds no finished stage (_SUCCESS.<stage> markers)")
-            print(json.dumps(stats, indent=2) if args.json else format_summary(stats))
-            return 0 if stats["invariant_ok"] else 1
-        if args.verb == "report":
-            from ray_jobs.report.html import write_report  # matplotlib: only for this verb
+        return _verb(args)
+    except Exception as e:  # noqa: BLE001 - every error ends here: one line for the user's, a traceback for a bug
+        if (user := user_error(e)) is not None:
+            # its first line: a UserError is one line, and Ray Data appends its retry advice after a newline
+            print(f"ray-jobs: error: {str(user).splitlines()[0]}", file=sys.stderr)
+            return EXIT_USER
+        traceback.print_exc()
+        print(f"ray-jobs: internal error ({type(e).__name__}): the traceback above is a bug (in ray_jobs, or a "
+              "failure of Ray or the machine), not something a setting fixes", file=sys.stderr)
+        return EXIT_BUG
 
-            print(f"report: {write_report(args.run_dir)}")
-            return 0
-        if args.verb == "inspect" and args.cluster:
-            print(format_cluster(*cluster_members(args.path, args.cluster)))
-            return 0
-        if args.verb == "inspect":
-            print(format_rows(sample_rows(args.path, args.reason, args.n)))
-            return 0
-        if args.verb == "submit":
-            return _submit(args)
-        if args.verb == "plan":
-            from ray_jobs.planner import describe
 
-            print(describe(load_config(args.config, args.overrides)))
-            return 0
-        return _run(args)
+def _verb(args: argparse.Namespace) -> int:
+    if args.verb == "stats":
+        stats = run_stats(RunDir(args.run_dir))
+        if not stats["stages"]:
+            raise UserError(f"{args.run_dir} holds no finished stage (no _SUCCESS.<stage> marker); give the output "
+                            "folder of a finished `ray-jobs run`, step or ingest")
+        print(json.dumps(stats, indent=2) if args.json else format_summary(stats))
+        return EXIT_OK if stats["invariant_ok"] else EXIT_BUG
+    if args.verb == "report":
+        from ray_jobs.report.html import write_report  # matplotlib: only for this verb
+
+        print(f"report: {write_report(args.run_dir)}")
+        return EXIT_OK
+    if args.verb == "inspect" and args.cluster:
+        print(format_cluster(*cluster_members(args.path, args.cluster)))
+        return EXIT_OK
+    if args.verb == "inspect":
+        print(format_rows(sample_rows(args.path, args.reason, args.n)))
+        return EXIT_OK
+    if args.verb == "submit":
+        return _submit(args)
+    if args.verb == "plan":
+        from ray_jobs.planner import describe
+
+        print(describe(_config(args.config, args.overrides)))
+        return EXIT_OK
+    return _run(args)
+
+
+def _config(path: str | None, overrides: list[str]) -> RunConfig:
+    """load_config, whose every ValueError and TypeError is about the file or the --set values (a section's own
+    checks in __post_init__, a wrong type in the loader): the user's to fix."""
+    try:
+        return load_config(path, overrides)
     except (ValueError, TypeError) as e:
-        print(f"ray-jobs: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from e
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -130,7 +156,7 @@ def _submit(args: argparse.Namespace) -> int:
     from ray_jobs.runtime import jobs
 
     overrides = list(args.overrides) + ([f"output.dir={args.output}"] if args.output else [])
-    load_config(args.config, overrides)
+    _config(args.config, overrides)
     entry = ["python", "-m", "ray_jobs", "run"] + (["config.toml"] if args.config else [])
     entry += [a for o in overrides for a in ("--set", o)] + (["--force"] if args.force else [])
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_JOB_API
@@ -143,12 +169,10 @@ def _submit(args: argparse.Namespace) -> int:
         job_id, status = jobs.submit_job(address, shlex.join(entry), runtime_env,
                                            lambda chunk: print(chunk, end="", flush=True))
     print(f"\njob {job_id} at {address}: job status: {status}")
-    return 0 if status == "SUCCEEDED" else 1
+    return EXIT_OK if status == "SUCCEEDED" else EXIT_BUG
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ray_jobs.planner import run_pipeline  # imports Ray: keep `stats`/`inspect` fast
-
     overrides = list(args.overrides)
     if args.address:
         overrides.append(f"ray.address={args.address}")
@@ -158,28 +182,35 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"input.text_column={args.text_column}")
     if getattr(args, "label_column", None):
         overrides.append(f"labels.label_column={args.label_column}")
-    cfg = load_config(args.config, overrides)
+    cfg = _config(args.config, overrides)
+    with RunDir(cfg.output.dir).lock(args.command):  # before Ray starts: a second writer is refused at once
+        return _write(args, cfg)
+
+
+def _write(args: argparse.Namespace, cfg: RunConfig) -> int:
+    from ray_jobs.planner import run_pipeline  # imports Ray: keep `stats`/`inspect` fast
+
     if args.verb == "ingest":
         from ray_jobs.ingest.job import ingest
 
-        for modality, counts in ingest(cfg, args.manifest).items():
+        for modality, counts in ingest(cfg, args.manifest, force=args.force).items():
             print(f"{modality:<6} " + "  ".join(f"{k}={v:,}" for k, v in counts.items()))
-        return 0
+        return EXIT_OK
     if args.verb == "pack" and args.format != "tokens":
         from ray_jobs.ingest.job import pack_assets
 
-        print(f"assets: {pack_assets(cfg, args.input, args.format)}")
-        return 0
+        print(f"assets: {pack_assets(cfg, args.input, args.format, force=args.force)}")
+        return EXIT_OK
     if args.verb == "train":
         from ray_jobs.train.job import train  # imports torch and transformers: only for this verb
 
         out = train(cfg)
         print(f"metrics: {out['metrics']}\nlatest checkpoint: {out['checkpoint']}")
-        return 0
+        return EXIT_OK
     if args.verb == "run":
         stats = run_pipeline(cfg, force=args.force)
     else:
         input_cfg = dataclasses.replace(cfg.input, paths=(args.input,))
         stats = run_pipeline(cfg, stages=(args.verb,), force=args.force, input_cfg=input_cfg)
     print("\n" + format_summary(stats))
-    return 0
+    return EXIT_OK

@@ -18,7 +18,9 @@ full rows through its `build`, in a text pass of its own. A single step asked fo
 its verb always did: a row step as a one-step text pass, a global step through `build` (reading its input twice).
 
 Re-runs: every step's marker carries a fingerprint chained from its config and everything before it (the input
-files first); a pass whose steps all match is skipped, `--force` redoes everything.
+files first: size, mtime and content hash); a pass whose steps all match is skipped, `--force` redoes everything.
+A pass after a step that kept no row runs nothing: its steps get empty folders and their markers (`Runner.empty`).
+One command at a time writes a run directory (`RunDir.lock`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,18 @@ from ray_jobs.errors import UserError
 from ray_jobs.exports import export, export_megatron, export_packed_webdataset, export_token_bin
 from ray_jobs.io.readers import discover
 from ray_jobs.report.html import write_report
-from ray_jobs.rundir import DECISIONS, DROPS, PARQUET_ARGS, ROWS, RunDir, fingerprint, write_atomic
+from ray_jobs.rundir import (
+    DECISIONS,
+    DROPS,
+    PARQUET_ARGS,
+    ROWS,
+    RunDir,
+    atomic_dir,
+    file_fingerprint,
+    fingerprint,
+    parquet_rows,
+    write_atomic,
+)
 from ray_jobs.rundir.manifest import write_manifest
 from ray_jobs.rundir.stats import write_stats
 from ray_jobs.runtime import Dataset
@@ -57,8 +70,9 @@ def read_input(input_cfg: InputConfig, units: list | None = None) -> Dataset:
 
 
 def _input_fingerprint(units: list) -> list:
-    """Which files, with their sizes: a changed input invalidates the first pass."""
-    return [(u.relpath, Path(u.path).stat().st_size if Path(u.path).is_file() else u.path) for u in units]
+    """Which files, with their size, mtime and content hash (rundir.file_fingerprint): a changed input, a
+    same-size edit included, invalidates the first pass."""
+    return [(u.relpath, file_fingerprint(u.path)) for u in units]
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -373,6 +387,24 @@ class Runner:
                 os.replace(sub, self.run.stage_dir(step.name) / sub.name)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    # -- a pass over no rows
+    def nothing_to_read(self, src: Source) -> bool:
+        """The step before kept no row (Parquet footers): the next pass has nothing to read."""
+        return src.input_cfg is None and any(d is not None and not parquet_rows(d)
+                                             for d in (src.text_dir, src.artifact_dir))
+
+    def empty(self, p: Pass, src: Source) -> Source:
+        """Each step of a pass over no rows gets an empty folder and its marker, without Ray: the stats chain, the
+        report and a re-run see it finished with 0 rows, as a run on rows would leave it."""
+        done, fps = self.skip(p.steps, src.fp)
+        if not done:
+            for s, f in zip(p.steps, fps):
+                with atomic_dir(self.run.stage_dir(s.name)):
+                    pass
+                self.run.mark_done(s.name, f, ROWS, self.pass_no)
+        last = p.steps[-1]
+        return Source(text_dir=self.run.kept_path(last.name) if last.carries_text else None, fp=fps[-1])
+
     # -- a global step on full rows
     def full(self, p: Pass, src: Source) -> Source:
         s = p.steps[0]
@@ -449,7 +481,12 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] | None = None, force: b
     for name in cfg.output.keep:
         registry.get(name)  # a typo names the valid steps
     run = RunDir(cfg.output.dir)
-    run.root.mkdir(parents=True, exist_ok=True)
+    with run.lock():
+        return _run_pipeline(cfg, run, stages, force, input_cfg, consume)
+
+
+def _run_pipeline(cfg: RunConfig, run: RunDir, stages: tuple[str, ...] | None, force: bool,
+                  input_cfg: InputConfig | None, consume) -> dict:
     write_atomic(run.root / "config.toml", to_toml(cfg))
     steps = _steps(cfg, stages)
     if stages is None or len(stages) > 1:  # a step the config leaves off: stats must not chain through it
@@ -466,7 +503,9 @@ def run_pipeline(cfg: RunConfig, stages: tuple[str, ...] | None = None, force: b
         digests: tuple[str, ...] = ()
         for k, p in enumerate(passes, 1):
             runner.pass_no, runner.last_pass = k, k == len(passes)
-            if p.kind == "text":
+            if runner.nothing_to_read(src):
+                src = runner.empty(p, src)
+            elif p.kind == "text":
                 src = runner.text_pass(p, src)
                 digests = tuple(c for d in p.digests for c in d.columns(cfg))
             elif p.kind == "compact":

@@ -11,6 +11,8 @@ cleans, deduplicates and splits it, its asset columns travelling with it.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +20,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import runtime, schema
-from ray_jobs.config import RunConfig
+from ray_jobs.config import RunConfig, to_dict
+from ray_jobs.errors import UserError
 from ray_jobs.ingest.audio import AudioStage
 from ray_jobs.ingest.images import CONTENT_HASH, ImageStage
 from ray_jobs.ingest.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.ingest.pdf import PdfStage
 from ray_jobs.ingest.shards import asset_rows, webdataset_samples
 from ray_jobs.report.html import write_report
-from ray_jobs.rundir import INGEST, RunDir, atomic_dir, write_atomic
+from ray_jobs.rundir import INGEST, RunDir, atomic_dir, file_fingerprint, fingerprint, write_atomic
 from ray_jobs.rundir.manifest import write_manifest
-from ray_jobs.rundir.stats import partition_counts
+from ray_jobs.rundir.stats import partition_counts, write_stats
 from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, HASH, keep_lowest_id
 
 
 def manifest_table(path: str, cfg: RunConfig) -> pa.Table:
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"manifest {p} does not exist; give a JSONL manifest or a COCO captions JSON")
+        raise UserError(f"manifest {p} does not exist; give a JSONL manifest or a COCO captions JSON")
     if p.suffix == ".json":
         images = cfg.ingest.coco_images or str(p.parent.parent / p.stem.replace("captions_", ""))
         return coco_manifest(p, images)
@@ -51,8 +54,39 @@ def _finish(table: pa.Table) -> pa.Table:
     return schema.set_status(table, status)
 
 
-def ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
-    """Write RUN/ingest/<modality>/status=*/ for every modality the manifest has; returns rows per status."""
+log = logging.getLogger("ray_jobs")
+COUNTS = "_counts.json"
+
+
+def ingest(cfg: RunConfig, manifest: str, force: bool = False) -> dict[str, dict[str, int]]:
+    """Write RUN/ingest/<modality>/status=*/ for every modality the manifest has, then the marker
+    `_SUCCESS.ingest`, stats.json, manifest.json and report.html, as every step does; returns rows per status.
+
+    A re-run with the same manifest (path and content: rundir.file_fingerprint) and the same [ingest] settings and
+    tokenizer skips; `force` redoes. The asset files themselves are not fingerprinted (a COCO manifest names 118k
+    images: hashing them would read the corpus): replaced assets under an unchanged manifest need `force`."""
+    fp = fingerprint(INGEST, str(Path(manifest).resolve()), file_fingerprint(manifest), to_dict(cfg.ingest),
+                     cfg.tokenize.tokenizer)
+    _as_a_step(RunDir(cfg.output.dir), INGEST, fp, force, lambda: _ingest(cfg, manifest))
+    return json.loads((Path(cfg.output.dir) / INGEST / COUNTS).read_text())
+
+
+def _as_a_step(run: RunDir, name: str, fp: str, force: bool, work) -> None:
+    """A command outside the planner under the run-directory contract: the lock, `work()` unless `_SUCCESS.<name>`
+    has `fp` (or `force`), the marker, then stats.json, manifest.json and report.html as every run ends with."""
+    with run.lock():
+        if run.is_done(name, fp, force):
+            log.info("%s already done in %s: skipped (use --force to redo)", name, run.root)
+        else:
+            run.marker(name).unlink(missing_ok=True)  # a redo that dies leaves no marker over half its folders
+            work()
+            run.mark_done(name, fp)
+        write_stats(run)
+        write_manifest(run)
+        write_report(run.root)
+
+
+def _ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
     table = manifest_table(manifest, cfg)
     out = Path(cfg.output.dir) / INGEST
     stages = {"image": ImageStage(cfg.ingest.image), "pdf": PdfStage(cfg.ingest.pdf),
@@ -77,9 +111,11 @@ def ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:
                                        BUCKET, duplicate_files, num_partitions=1 + len(part) // 50_000)
             runtime.write_partitioned(ds, out / modality, schema.STATUS, {})
             counts[modality] = partition_counts(out / modality)
-    write_atomic(out / "_counts.json", json.dumps(counts, indent=2) + "\n")
-    write_manifest(RunDir(cfg.output.dir))
-    write_report(cfg.output.dir)
+    for modality in MODALITIES:  # a modality the manifest no longer has: its rows are not this run's
+        if modality not in counts:
+            shutil.rmtree(out / modality, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / COUNTS, json.dumps(counts, indent=2) + "\n")
     return counts
 
 
@@ -106,17 +142,24 @@ def duplicate_files(table: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=out.schema)
 
 
-def pack_assets(cfg: RunConfig, src: str, fmt: str) -> Path:
+def pack_assets(cfg: RunConfig, src: str, fmt: str, force: bool = False) -> Path:
     """Ingested rows (any `RUN/ingest/<modality>/...` folder) -> OUTPUT/assets/<fmt>/: WebDataset tar shards or
     Parquet with the asset bytes in a binary column (multimodal/shards.py), written by Ray tasks, renamed
-    into place when complete."""
+    into place when complete; then `_SUCCESS.assets-<fmt>` (fingerprint of the source files and the shard size),
+    stats.json, manifest.json and report.html. A re-run with the same source skips; `force` redoes."""
     if fmt not in ("webdataset", "parquet"):
-        raise ValueError(f"pack --format must be tokens, webdataset or parquet; got {fmt!r}")
+        raise UserError(f"pack --format must be tokens, webdataset or parquet; got {fmt!r}")
+    name = f"assets-{fmt}"
     target = Path(cfg.output.dir) / "assets" / fmt
-    with runtime.ray_session(cfg.ray), atomic_dir(target) as tmp:
-        rows = runtime.map_tables(runtime.read_parquet(src), asset_rows, batch_size=cfg.ingest.rows_per_task)
-        if fmt == "parquet":
-            rows.write_parquet(str(tmp), compression="zstd")
-        else:
-            runtime.map_tables(rows, webdataset_samples, batch_size=None).write_webdataset(str(tmp), encoder=None)
+
+    def work() -> None:
+        with runtime.ray_session(cfg.ray), atomic_dir(target) as tmp:
+            rows = runtime.map_tables(runtime.read_parquet(src), asset_rows, batch_size=cfg.ingest.rows_per_task)
+            if fmt == "parquet":
+                rows.write_parquet(str(tmp), compression="zstd")
+            else:
+                runtime.map_tables(rows, webdataset_samples, batch_size=None).write_webdataset(str(tmp), encoder=None)
+
+    fp = fingerprint(name, str(Path(src).resolve()), file_fingerprint(src), cfg.ingest.rows_per_task)
+    _as_a_step(RunDir(cfg.output.dir), name, fp, force, work)
     return target

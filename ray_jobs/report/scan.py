@@ -36,6 +36,7 @@ import xxhash
 
 from ray_jobs import schema
 from ray_jobs.config import OutputConfig, RunConfig, load_config
+from ray_jobs.errors import UserError
 from ray_jobs.rundir import INGEST, MANIFEST, ROWS, RunDir
 from ray_jobs.rundir.manifest import (
     config_fingerprint,
@@ -269,7 +270,7 @@ class RunData:
 def gather(run_dir: str | Path) -> RunData:
     run = RunDir(run_dir)
     if not run.root.is_dir():
-        raise ValueError(f"run directory {run.root} does not exist; give the output folder of a `ray-jobs run` "
+        raise UserError(f"run directory {run.root} does not exist; give the output folder of a `ray-jobs run` "
                          "or `ray-jobs ingest`")
     config = _read_toml(run.root / "config.toml")
     stage = final_stage(run)
@@ -308,7 +309,7 @@ def _issues_dir(run: RunDir) -> Path | None:
     ds = _dataset(path)
     missing = [c for c in ISSUE_COLUMNS if c not in ds.schema.names]
     if ds.files and missing:
-        raise ValueError(f"{path} lacks columns {missing}: expected {list(ISSUE_COLUMNS)}, found {ds.schema.names}; "
+        raise UserError(f"{path} lacks columns {missing}: expected {list(ISSUE_COLUMNS)}, found {ds.schema.names}; "
                          "it was written by another version of the labels step: redo it with `ray-jobs labels "
                          "--force`")
     return path

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.rundir import DECISIONS, ROWS, RunDir
 
 # The columns `inspect` prints of each row (besides the text).
@@ -61,7 +62,7 @@ def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
     folder's partition (a split step's decisions also carry a `status` column, always kept)."""
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{p} does not exist; give a run's stage folder (e.g. RUN/clean) or a Parquet file")
+        raise UserError(f"{p} does not exist; give a run's stage folder (e.g. RUN/clean) or a Parquet file")
     ds = pads.dataset(str(p), format="parquet", partitioning="hive", exclude_invalid_files=True)
     names = ds.schema.names
     flt = None
@@ -69,7 +70,7 @@ def sample_rows(path: str | Path, reason: str | None, n: int) -> pa.Table:
         parts = [d.name.split("=", 1)[0] for d in sorted(p.glob("*=*")) if d.is_dir()]
         col = next((c for c in (*parts, schema.STATUS, schema.SPLIT) if c in names), None)
         if col is None:
-            raise ValueError(f"--reason needs a status or split partition under {p}; found columns {names}")
+            raise UserError(f"--reason needs a status or split partition under {p}; found columns {names}")
         flt = pc.field(col) == reason
     return with_text(p, ds.head(n, filter=flt))
 
@@ -102,7 +103,7 @@ def decided_on(path: Path) -> Path | None:
     text = [s for s in done[:done.index(step)]
             if get(s).carries_text and (run.marker_info(s) or {}).get("output") == ROWS]
     if not text:
-        raise ValueError(f"{path} holds decisions (ids, no text) of the {step} step, but no step before it in "
+        raise UserError(f"{path} holds decisions (ids, no text) of the {step} step, but no step before it in "
                          f"{root} wrote rows with their text (markers: {', '.join(done)}); the run is incomplete: "
                          "re-run `ray-jobs run` with its config")
     return run.kept_path(text[-1])
@@ -124,19 +125,19 @@ def cluster_members(stage_dir: str | Path, cluster_id: str) -> tuple[pa.Table, l
 
     d = Path(stage_dir)
     if not (d / "_clusters").is_dir():
-        raise ValueError(f"{d} has no _clusters folder; give the dedup stage folder of a run with near dedup "
+        raise UserError(f"{d} has no _clusters folder; give the dedup stage folder of a run with near dedup "
                          "(RUN/dedup)")
     if cluster_id == "largest":
         sizes = pads.dataset(str(d / "_cluster_sizes"), format="parquet").to_table()
         if not len(sizes):
-            raise ValueError(f"{d} holds no near-duplicate cluster")
+            raise UserError(f"{d} holds no near-duplicate cluster")
         cluster_id = sizes.sort_by([("size", "descending"), ("cluster_id", "ascending")])["cluster_id"][0].as_py()
     ids = pads.dataset(str(d / "_clusters"), format="parquet").to_table(
         columns=[schema.ID], filter=pc.field("cluster_id") == cluster_id)[schema.ID]
     rows = pads.dataset(str(d), format="parquet", partitioning="hive").to_table(filter=pc.field(schema.ID).isin(ids))
     rows = with_text(d, rows)
     if not len(rows):
-        raise ValueError(f"no cluster {cluster_id!r} under {d}; `ray-jobs inspect {d} --cluster largest` shows one")
+        raise UserError(f"no cluster {cluster_id!r} under {d}; `ray-jobs inspect {d} --cluster largest` shows one")
     rep_first = pc.sort_indices(pa.table({"r": pc.not_equal(rows[schema.ID], cluster_id), "id": rows[schema.ID]}),
                                 [("r", "ascending"), ("id", "ascending")])
     rows = rows.take(rep_first)

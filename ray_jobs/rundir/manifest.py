@@ -91,7 +91,7 @@ def write_manifest(run: RunDir) -> dict[str, Any]:
         "created": time.time(),
         "config_fingerprint": config_fingerprint(run),
         "final_stage": final_stage(run),
-        "stages": {s: run.marker_info(s) for s in run.done_steps()},
+        "stages": {s: run.marker_info(s) for s in [INGEST, *run.done_steps()] if run.marker(s).exists()},
         "rows": sum(f["rows"] for f in files),
         "bytes": sum(f["bytes"] for f in files),
         "files": files,

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ray_jobs import schema
 from ray_jobs.io.formats import RECORDS
-from ray_jobs.rundir import DROPS, RunDir, write_atomic
+from ray_jobs.rundir import DROPS, INGEST, RunDir, write_atomic
 
 
 def partition_counts(stage_dir: Path) -> dict[str, int]:
@@ -139,7 +139,7 @@ def run_stats(run: RunDir) -> dict[str, Any]:
     reaches a step whose output is counted from its files."""
     from ray_jobs.steps.registry import get
 
-    stages: dict[str, Any] = {}
+    stages: dict[str, Any] = {INGEST: ingest_stats(run)} if run.marker(INGEST).exists() else {}
     prev_out: int | None = None
     for name in run.done_steps():
         s = step_stats(run, name, prev_out)
@@ -151,6 +151,22 @@ def run_stats(run: RunDir) -> dict[str, Any]:
         prev_out = s["rows_out"]
     return {"run_dir": str(run.root), "stages": stages,
             "invariant_ok": all(s["invariant_ok"] for s in stages.values())}
+
+
+def ingest_stats(run: RunDir) -> dict[str, Any]:
+    """`ray-jobs ingest` as one step: the rows of every modality by status (footers), and per modality. Its
+    rows_in is its own total: a manifest line may become several rows (a PDF's pages), so the manifest's line
+    count is not it; so its invariant holds by construction."""
+    modalities = {d.name: partition_counts(d) for d in sorted((run.root / INGEST).iterdir())
+                  if d.is_dir() and not d.name.startswith(("_", "."))}
+    status: dict[str, int] = {}
+    for counts in modalities.values():
+        for k, n in counts.items():
+            status[k] = status.get(k, 0) + n
+    kept, quarantined = status.pop(schema.KEPT, 0), status.pop(schema.QUARANTINED, 0)
+    return {"rows_in": kept + sum(status.values()) + quarantined, "rows_out": kept,
+            "dropped": dict(sorted(status.items())), "quarantined": quarantined, "modalities": modalities,
+            "invariant_ok": True}
 
 
 def write_stats(run: RunDir) -> dict[str, Any]:

@@ -46,6 +46,10 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     ctx.enable_progress_bars = cfg.progress_bars
     if cfg.shuffle_strategy != "default":
         ctx.shuffle_strategy = ShuffleStrategy(cfg.shuffle_strategy)
+    # A UDF's own exception, not Ray Data's UserCodeException around it: that wrapper crosses the process boundary
+    # without its __cause__, so a UserError raised in a task (the fix for the user, exit 2) became a bare
+    # "UDF failed to process a data block" (exit 1). The task's traceback is still printed with it.
+    ctx.raise_original_map_exception = True
     # preserve_order stays off (Ray's default): nothing downstream depends on row order (stage folders are
     # partitioned by status, stats are counts, dedup/split decide by id and hash), and ordered output makes
     # the executor hold finished blocks behind slow ones.

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from ray_jobs import runtime, schema
 from ray_jobs.config import LabelsConfig, RunConfig
+from ray_jobs.errors import UserError
 from ray_jobs.runtime import Dataset
 from ray_jobs.steps.labels.model import (
     X_INDICES,
@@ -88,7 +89,7 @@ def build(cfg: RunConfig, ds: Dataset, read_input=None) -> tuple[Dataset, dict]:
 def _with_status(lc: LabelsConfig):
     def fn(table: pa.Table) -> pa.Table:
         if lc.label_column not in table.column_names:
-            raise ValueError(f"labels: the rows have no `{lc.label_column}` column (found {table.column_names}); "
+            raise UserError(f"labels: the rows have no `{lc.label_column}` column (found {table.column_names}); "
                              "set labels.label_column to the column that holds the labels")
         status = table[schema.STATUS] if schema.STATUS in table.column_names else schema.initial_status(table)
         missing = pc.and_(pc.equal(status, schema.KEPT), pc.is_null(table[lc.label_column]))
@@ -109,10 +110,10 @@ def _classes(ds: Dataset, lc: LabelsConfig) -> pa.Array:
         for v, n in zip(part["value"].to_pylist(), part["n"].to_pylist()):
             total[v] = total.get(v, 0) + n
     if len(total) < 2:
-        raise ValueError(f"labels: `{lc.label_column}` has {len(total)} distinct value(s) among kept rows "
+        raise UserError(f"labels: `{lc.label_column}` has {len(total)} distinct value(s) among kept rows "
                          f"({list(total)[:5]}); label-error detection needs at least 2 classes")
     if len(total) > lc.max_classes:
-        raise ValueError(f"labels: `{lc.label_column}` has {len(total):,} distinct values, more than "
+        raise UserError(f"labels: `{lc.label_column}` has {len(total):,} distinct values, more than "
                          f"labels.max_classes "
                          f"({lc.max_classes}); is it really a label column? Raise labels.max_classes if it is")
     return pa.array(sorted(total))
@@ -122,7 +123,7 @@ def _out_of_fold(ds: Dataset, cfg: RunConfig, classes: pa.Array) -> tuple[Datase
     lc = cfg.labels
     model_bytes = lc.folds * len(classes) * num_features(lc) * 8
     if model_bytes > MAX_MODEL_BYTES:
-        raise ValueError(f"labels: {lc.folds} folds x {len(classes)} classes x {num_features(lc):,} features need "
+        raise UserError(f"labels: {lc.folds} folds x {len(classes)} classes x {num_features(lc):,} features need "
                          f"{model_bytes / 2**30:.1f} GB of weights (limit 2 GB); lower labels.n_features")
     feats = runtime.materialize(runtime.apply(ds, FeaturizeStage(lc), batch_size=cfg.ray.batch_size), ordered=True)
     models = runtime.tasks_over_blocks(train_fold, feats, [(k, classes, lc) for k in range(lc.folds)],
@@ -154,7 +155,7 @@ def _external_probs(ds: Dataset, lc: LabelsConfig, n_classes: int) -> Dataset:
         bad = pc.and_(kept, pc.or_(pc.is_null(probs), pc.not_equal(pc.list_value_length(probs), n_classes)))
         if pc.any(bad).as_py():
             i = pc.index(bad, True).as_py()
-            raise ValueError(f"labels: row {table[schema.ID][i]} has {table[PROBS][i]} as probabilities; expected "
+            raise UserError(f"labels: row {table[schema.ID][i]} has {table[PROBS][i]} as probabilities; expected "
                              f"{n_classes} numbers (one per class of `{lc.label_column}`, in sorted label order)")
         return table.set_column(table.schema.get_field_index(PROBS), PROBS, _probabilities(table[PROBS], n_classes))
 
@@ -183,7 +184,7 @@ def _probabilities(col: pa.ChunkedArray, n_classes: int) -> pa.Array:
     p = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, n_classes)
     worst = np.abs(p.sum(axis=1) - 1).max(initial=0)
     if worst > 1e-3 or p.min(initial=0) < -1e-3 or p.max(initial=1) > 1 + 1e-3:
-        raise ValueError(f"labels: external probabilities must lie in [0, 1] and sum to 1 per row; found values in "
+        raise UserError(f"labels: external probabilities must lie in [0, 1] and sum to 1 per row; found values in "
                          f"[{p.min():.4g}, {p.max():.4g}] and row sums off by up to {worst:.3g}. Pass softmax "
                          "outputs, not logits")
     full = np.zeros((len(valid), n_classes), np.float32)
@@ -200,7 +201,7 @@ def _probs_table(probs_file: Path, ids_file: Path) -> pa.Table:
     else:
         ids = ids_file.read_text().splitlines()
     if probs.ndim != 2 or len(probs) != len(ids):
-        raise ValueError(f"labels.probs_file {probs_file} holds an array of shape {probs.shape} but "
+        raise UserError(f"labels.probs_file {probs_file} holds an array of shape {probs.shape} but "
                          f"labels.probs_ids_file {ids_file} lists {len(ids):,} ids; expected (rows, classes) with one "
                          "id per row, in the same order")
     return pa.table({schema.ID: pa.array(ids, pa.string()), PROBS: _list_column(probs)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ray_jobs.errors import check_choice
+from ray_jobs.errors import UserError, check_choice
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ class LabelsConfig:
         check_choice("labels.rank_by", self.rank_by, ("self_confidence", "normalized_margin"))
         check_choice("labels.action", self.action, ("drop", "flag"))
         if self.folds < 2 or min(self.epochs, self.ngram_max, self.mix_blocks) < 1 or self.n_features < 16:
-            raise ValueError(f"labels.folds must be >= 2, labels.epochs, ngram_max and mix_blocks >= 1, n_features >= "
+            raise UserError(f"labels.folds must be >= 2, labels.epochs, ngram_max and mix_blocks >= 1, n_features >= "
                              f"16; got {self.folds}, {self.epochs}, {self.ngram_max}, {self.mix_blocks}, "
                              f"{self.n_features}")
         if bool(self.probs_file) != bool(self.probs_ids_file):
-            raise ValueError("labels.probs_file needs labels.probs_ids_file (the row id of each of its rows) and "
+            raise UserError("labels.probs_file needs labels.probs_ids_file (the row id of each of its rows) and "
                              "the other way round; set both or neither")

@@ -20,6 +20,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import FeatureUnion
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.labels.config import LabelsConfig
 from ray_jobs.steps.split.ops import split_hashes
@@ -96,7 +97,7 @@ def train_fold(blocks: Sequence[pa.Table], fold: int, classes: pa.Array, cfg: La
                 clf.partial_fit(features(t, num_features(cfg))[mask], y[mask], classes=all_classes)
                 seen += int(mask.sum())
     if not seen:
-        raise ValueError(f"fold {fold} has no labelled rows to train on: every row with a `{cfg.label_column}` "
+        raise UserError(f"fold {fold} has no labelled rows to train on: every row with a `{cfg.label_column}` "
                          f"is in that fold; give more rows or fewer labels.folds ({cfg.folds})")
     return clf
 
