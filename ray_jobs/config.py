@@ -129,6 +129,17 @@ class IngestConfig:
     # ../train2017 next to the annotations folder)
     coco_images: str = ""
     rows_per_task: int = 16  # assets per task: PDFs and audio clips are seconds each
+    # Absolute folders, besides the manifest's own (for COCO the image folder), that its assets may resolve into
+    # (symlinks followed). Empty: a manifest reads only files under it, so `../` or `/etc/...` in a manifest from
+    # elsewhere never makes the job read and copy a file the user did not hand over; each such line is
+    # quarantined naming the folder to add here.
+    allowed_roots: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        relative = [r for r in self.allowed_roots if not Path(r).is_absolute()]
+        if relative:
+            raise UserError(f"ingest.allowed_roots must be absolute folders; got {relative}: write each in full, "
+                            f"e.g. {str(Path(relative[0]).resolve())!r}")
 
 
 @dataclass(frozen=True)

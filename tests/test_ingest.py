@@ -105,3 +105,58 @@ def test_image_rows_run_into_vlm_token_rows_and_an_hf_export_with_lazy_images(in
     hf = datasets.load_from_disk(str(run / "export" / "hf"))
     images = {r["id"]: r["image"] for split in hf.values() for r in split}
     assert sorted(images) == ["a.png", "b.jpg"] and all(im.size == (400, 300) for im in images.values())
+
+
+def test_good_assets_beside_bad_ones_every_line_accounted_for(ray_local, tmp_path):
+    """`ray-jobs ingest` over good assets mixed with damaged ones: a PDF page with a damaged content stream, a cut
+    WAV and PNG, text bytes named .png, paths that leave the manifest's folder, a clip over the length limit, a
+    page too large to OCR, a line of the wrong type and an id used twice: exit 0, the good rows as they are, each
+    bad asset, page or line its own quarantine row with the reason."""
+    from collections import Counter
+
+    import pymupdf
+    import soundfile as sf
+    from test_multimodal import damage_page
+
+    root = tmp_path / "assets"
+    root.mkdir()
+    images, pdfs = _images(root), _pdfs(root)
+    t = np.arange(2 * 22_050) / 22_050
+    sf.write(root / "tone.wav", 0.3 * np.sin(2 * math.pi * 440 * t[:22_050]), 22_050)
+    sf.write(root / "long.wav", 0.3 * np.sin(2 * math.pi * 440 * t), 22_050)  # 2 s, over the 1.5 s limit set below
+    wav, png = (root / "tone.wav").read_bytes(), images["a.png"].read_bytes()
+    (root / "cut.wav").write_bytes(wav[: len(wav) // 2])
+    (root / "cut.png").write_bytes(png[: len(png) // 2])
+    (tmp_path / "outside.png").write_bytes(png)
+    (root / "damaged.pdf").write_bytes(damage_page(pdfs["digital.pdf"].read_bytes(), 2, "zlib"))
+    poster = pymupdf.open()
+    poster.new_page(width=14_400, height=14_400)  # 200 x 200 in, blank: 3.6 G pixels to OCR at 300 dpi
+    poster.save(root / "poster.pdf")
+    lines = [{"id": k, "modality": "image", "file": f} for k, f in (
+        ("a", "a.png"), ("cut_png", "cut.png"), ("text_png", "text.png"), ("up", "../outside.png"),
+        ("abs", str(tmp_path / "outside.png")), ("dup", "a.png"), ("dup", "b.jpg"))]
+    lines += [{"id": k, "modality": "pdf", "file": f"{k}.pdf"} for k in ("digital", "damaged", "poster")]
+    lines += [{"id": k, "modality": "audio", "file": f"{k}.wav", "transcription": "a tone"}
+              for k in ("tone", "cut", "long")]
+    lines.append({"id": {"not": "an id"}, "modality": "image", "file": "a.png"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "run"
+    assert cli_main(["ingest", str(manifest), "--output", str(out), "--set", "ray.progress_bars=false",
+                     "--set", "ingest.pdf.ocr_min_words=5", "--set", "ingest.audio.max_seconds=1.5"]) == 0
+    rows = {m: {r["id"]: r for r in _rows(out / "ingest" / m)} for m in ("image", "pdf", "audio")}
+    assert Counter(r["status"] for r in rows["image"].values()) == {"kept": 1, "quarantined": 7}
+    assert Counter(r["status"] for r in rows["pdf"].values()) == {"kept": 3, "empty_page": 2, "quarantined": 2}
+    assert Counter(r["status"] for r in rows["audio"].values()) == {"kept": 1, "quarantined": 2}
+    assert sum(len(r) for r in rows.values()) == len(lines) + 2 * 2  # 3 pages each for digital.pdf and damaged.pdf
+    image = {k: r["_error"] for k, r in rows["image"].items()}
+    assert image["a"] is None and "corrupt or truncated image" in image["cut_png"]
+    assert "not an image" in image["text_png"] and "manifest.jsonl @ 14: id must be" in image["manifest.jsonl:14"]
+    assert all(f"add {tmp_path.resolve()} to ingest.allowed_roots" in image[k] for k in ("up", "abs"))
+    assert "id 'dup' is on lines 6, 7" in image["manifest.jsonl:6"] and "lines 6, 7" in image["manifest.jsonl:7"]
+    pdf = rows["pdf"]
+    assert [pdf[f"damaged:p{n}"]["status"] for n in (1, 2, 3)] == ["kept", "quarantined", "empty_page"]
+    assert pdf["damaged:p1"]["text"] == pdf["digital:p1"]["text"] and "page 2: MuPDF" in pdf["damaged:p2"]["_error"]
+    assert "over ingest.pdf.max_page_pixels" in pdf["poster:p1"]["_error"]
+    audio = {k: r["_error"] for k, r in rows["audio"].items()}
+    assert audio["tone"] is None and "cut short" in audio["cut"] and "over ingest.audio.max_seconds" in audio["long"]

@@ -30,7 +30,10 @@ class AudioConfig:
     # seed's recipe) zero-pads the same window for finer frequency bins. A power of two >= the window.
     n_fft: int = 0
     whisper_features: bool = True
-    max_seconds: float = 600.0  # longer clips are quarantined (split them first): their features would be huge
+    # Longer clips are quarantined (split them first), from the length in the file's header before a sample is
+    # decoded: 600 s at 16 kHz is 38 MB of float32 samples plus 60,000 log-mel frames (19 MB); a 10-hour file
+    # decoded first would be 2.3 GB before the limit said no.
+    max_seconds: float = 600.0
     # The transcript's labels: "" = the run's text tokenizer (tokenize.tokenizer); else a local folder of a Whisper
     # tokenizer (tokenizer.json, or vocab.json + merges.txt, with Whisper's special tokens; never fetched), and
     # the labels are what WhisperTokenizer(language, task) makes for training: <|startoftranscript|><|en|>
@@ -50,21 +53,46 @@ class AudioConfig:
             raise ValueError(f"ingest.audio.task must be transcribe or translate; got {self.task!r}")
 
 
-def load_mono_16k(path: str) -> tuple[np.ndarray, int, float]:
-    """(float32 mono samples at 16 kHz, the file's sample rate, duration in seconds); ValueError if undecodable."""
+def load_mono_16k(path: str, max_seconds: float = 0.0) -> tuple[np.ndarray, int, float]:
+    """(float32 mono samples at 16 kHz, the file's sample rate, duration in seconds); ValueError if undecodable,
+    cut short, or (from the header, before a sample is read) longer than `max_seconds` (0 = no limit)."""
     import soundfile as sf
     import soxr
 
     require_file(path)
     try:
+        info = sf.info(path)
+        if info.frames == 0:
+            raise ValueError("empty audio: no samples")
+        if max_seconds and info.duration > max_seconds:
+            raise ValueError(f"{info.duration:.0f} s long by its header, over ingest.audio.max_seconds = "
+                             f"{max_seconds:.0f}; split the clip")
+        declared = _declared_cut(info.extra_info)
+        if declared:
+            raise ValueError(f"cut short: its header declares {declared[0]:,} bytes of samples, the file holds "
+                             f"{declared[1]:,}; fetch or export it again")
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise ValueError(f"undecodable audio: {e}") from e
-    if data.size == 0:
-        raise ValueError("empty audio: no samples")
+    if len(data) < info.frames:
+        raise ValueError(f"cut short: its header declares {info.frames:,} frames ({info.duration:.2f} s), "
+                         f"{len(data):,} decoded; fetch or export it again")
+    bad = data.size - int(np.isfinite(data).sum())
+    if bad:
+        raise ValueError(f"{bad:,} of {data.size:,} samples are NaN or infinite: the float data is corrupt")
     mono = data.mean(axis=1)
     out = mono if rate == TARGET_RATE else soxr.resample(mono, rate, TARGET_RATE, quality="HQ")
     return out.astype(np.float32), rate, len(mono) / rate
+
+
+def _declared_cut(log: str) -> tuple[int, int] | None:
+    """(bytes of samples the header declares, bytes the file holds) when the file is shorter: libsndfile trims
+    its frame count to the file and says so only in its log ("data : 425786 (should be 212871)" for a WAV,
+    the same for AIFF's SSND chunk)."""
+    import re
+
+    m = re.search(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.M)
+    return (int(m[1]), int(m[2])) if m and int(m[1]) > int(m[2]) else None
 
 
 def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -132,10 +160,7 @@ class AudioStage(Stage):
             got = dict.fromkeys(cols)
             if errors[i] is None:
                 try:
-                    samples, rate, seconds = load_mono_16k(path)
-                    if seconds > self.cfg.max_seconds:
-                        raise ValueError(f"{seconds:.0f} s long, over ingest.audio.max_seconds = "
-                                         f"{self.cfg.max_seconds:.0f}; split the clip")
+                    samples, rate, seconds = load_mono_16k(path, self.cfg.max_seconds)
                 except ValueError as e:
                     errors[i] = f"{path}: {e}"
                 else:

@@ -21,6 +21,7 @@ from ray_jobs.ingest.manifest import FILE, require_file
 from ray_jobs.steps.base import Stage
 
 IMAGE, WIDTH, HEIGHT, FORMAT, CONTENT_HASH, PHASH = "image", "width", "height", "format", "content_hash", "phash"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and its CRC, the same in every PNG
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,13 @@ def describe(data: bytes, cfg: ImageConfig) -> dict:
                 im.verify()  # structure and checksums without decoding: catches truncated and corrupt files
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own limit, at open
         raise ValueError(f"decompression bomb: {e} (ingest.image.max_pixels = {cfg.max_pixels:,})") from e
-    except UnidentifiedImageError as e:
-        raise ValueError(f"not a readable image: {e}") from e
+    except UnidentifiedImageError as e:  # its message names a BytesIO's address: the reason says what was found
+        raise ValueError(f"not an image: Pillow knows no image format that starts with {data[:12]!r}; expected a "
+                         f"JPEG, PNG, WEBP, GIF, TIFF or BMP file") from e
     except (OSError, SyntaxError) as e:  # Pillow reports truncation and bad chunks as these
         raise ValueError(f"corrupt or truncated image: {e}") from e
+    if fmt == "PNG" and data.rfind(PNG_END) < 0:  # Pillow reads a PNG cut inside its last chunk without a word
+        raise ValueError("corrupt or truncated image: the PNG has no end chunk (IEND): the file was cut short")
     out = {WIDTH: w, HEIGHT: h, FORMAT: fmt, CONTENT_HASH: xxhash.xxh3_128_hexdigest(data), IMAGE: data,
            PHASH: None}
     if cfg.validate == "decode" or cfg.perceptual_hash or (cfg.resize_max_side and max(w, h) > cfg.resize_max_side):
