@@ -19,6 +19,7 @@ import ray.data
 from ray.data.context import ShuffleStrategy
 
 from ray_jobs.config import InputConfig, RayConfig
+from ray_jobs.errors import UserError
 from ray_jobs.rundir import PARQUET_ARGS, atomic_dir
 from ray_jobs.runtime import local
 from ray_jobs.runtime.local import Local
@@ -117,7 +118,7 @@ def _check_actor_cpus(actors: int, actor_cpus: float) -> None:
     0.5 CPU on each)."""
     nodes = sorted((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), reverse=True)
     if not spread_leaves_a_cpu(nodes, actors, actor_cpus):
-        raise ValueError(
+        raise UserError(
             f"an actor pool of {actors} x {actor_cpus} CPU leaves no node with the 1 CPU a read task needs on this "
             f"Ray cluster (CPUs per node: {nodes}); lower <stage>.actors or <stage>.actor_cpus, or give the nodes "
             "more CPUs (>= 1 + actor_cpus each)"
