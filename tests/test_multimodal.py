@@ -503,3 +503,17 @@ def test_a_cut_ljspeech_clip_is_quarantined_in_every_format(shared_data, tmp_pat
         (tmp_path / f"cut.{ext}").write_bytes(data[: len(data) // 2])
         with pytest.raises(ValueError, match="cut short|undecodable audio"):
             load_mono_16k(str(tmp_path / f"cut.{ext}"))
+
+
+def test_a_pdf_cut_short_keeps_the_pages_read_and_says_the_rest_is_lost(tmp_path):
+    data = _pdfs(tmp_path)["digital.pdf"].read_bytes()
+    (tmp_path / "cut.pdf").write_bytes(data[: len(data) - 200])  # the xref table, trailer and %%EOF are gone
+    (tmp_path / "eol.pdf").write_bytes(data[:-1])  # only the newline after %%EOF: nothing lost
+    rows = [{"id": k, "modality": "pdf", "file": f"{k}.pdf"} for k in ("cut", "eol")]
+    out = {r["id"]: r for r in PdfStage(PdfConfig(ocr_min_words=0, dpi=20))(_manifest(tmp_path, rows)).to_pylist()}
+    assert out["cut"]["status"] == "quarantined" and out["cut"]["page"] is None
+    assert out["cut"]["_error"].endswith(f"cut short: no %%EOF in the last 1,024 bytes of {len(data) - 200:,}; the "
+                                         f"3 page(s) MuPDF's repair found are rows, anything after the cut is lost: "
+                                         f"fetch the file again")
+    assert [out[f"cut:p{n}"]["status"] for n in (1, 2, 3)] == ["kept", "kept", "empty_page"]
+    assert sorted(k for k in out if k.startswith("eol")) == ["eol:p1", "eol:p2", "eol:p3"]
