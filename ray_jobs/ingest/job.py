@@ -40,8 +40,8 @@ def manifest_table(path: str, cfg: RunConfig) -> pa.Table:
         raise UserError(f"manifest {p} does not exist; give a JSONL manifest or a COCO captions JSON")
     if p.suffix == ".json":
         images = cfg.ingest.coco_images or str(p.parent.parent / p.stem.replace("captions_", ""))
-        return coco_manifest(p, images)
-    return read_manifest(p)
+        return coco_manifest(p, images, cfg.ingest.allowed_roots)
+    return read_manifest(p, cfg.ingest.allowed_roots)
 
 
 def _finish(table: pa.Table) -> pa.Table:
