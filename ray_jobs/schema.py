@@ -18,6 +18,10 @@ SOURCE = "source"
 STATUS = "status"
 OFFSET = "_offset"
 ERROR = "_error"
+# On the last row a file gives: how many rows (read and quarantined) the reader gave for that file; null on every
+# other row. rundir/stats.py sums it into the first step's rows_in, a count made before any step ran, so a row lost
+# between the reader and the written folders breaks `rows_in == rows_out + dropped + quarantined`.
+RECORDS = "_records"
 
 KEPT = "kept"
 QUARANTINED = "quarantined"
@@ -42,7 +46,9 @@ BOOKKEEPING_FIELDS = (
     pa.field(ERROR, pa.string()),
     pa.field(STATUS, pa.string()),
 )
-RESERVED = {f.name for f in CORE_FIELDS + BOOKKEEPING_FIELDS}
+RESERVED = {f.name for f in CORE_FIELDS + BOOKKEEPING_FIELDS} | {RECORDS}
+# Columns of the run's own accounting, left out of what exports and asset shards give to users.
+BOOKKEEPING = {OFFSET, ERROR, STATUS, RECORDS}
 
 
 def initial_status(table: pa.Table) -> pa.Array:

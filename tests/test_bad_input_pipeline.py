@@ -16,10 +16,10 @@ import pytest
 import zstandard
 
 from ray_jobs.config import load_config
-from ray_jobs.io.formats import RECORDS
 from ray_jobs.planner import run_pipeline
 from ray_jobs.rundir import RunDir
 from ray_jobs.rundir.stats import run_stats
+from ray_jobs.schema import RECORDS
 
 # Long enough (> 50 words) and plain enough to pass the default quality rules.
 LONG = [

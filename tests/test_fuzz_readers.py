@@ -36,7 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ray_jobs.config import InputConfig
-from ray_jobs.io.formats import RECORDS, FileUnit, detect_format, parse_file
+from ray_jobs.io.formats import FileUnit, detect_format, parse_file
+from ray_jobs.schema import RECORDS
 
 MB = 1024 * 1024
 N = 40  # records per example: enough for runs of damaged neighbours, small enough for ~10 ms a parse

@@ -19,8 +19,10 @@ import pytest
 import zstandard
 
 from ray_jobs.config import InputConfig, load_config
-from ray_jobs.io.formats import RECORDS, FileUnit, hive_values, parse_file
+from ray_jobs.errors import UserError
+from ray_jobs.io.formats import FileUnit, hive_values, parse_file
 from ray_jobs.io.readers import discover, from_records
+from ray_jobs.schema import RECORDS
 
 CORE = ["id", "text", "source", "_offset", "_error"]
 CORE_TYPES = [pa.string(), pa.string(), pa.string(), pa.int64(), pa.string()]
@@ -309,7 +311,7 @@ def test_roots_with_same_name_rejected(tmp_path):
     a = write(tmp_path / "run1" / "data" / "x.jsonl", '{"text": "1"}\n')
     b = write(tmp_path / "run2" / "data" / "x.jsonl", '{"text": "2"}\n')
     cfg = InputConfig(paths=(str(a.parent), str(b.parent)))
-    with pytest.raises(ValueError, match=r"would get the same ids \(data/x\.jsonl:<offset>\)") as e:
+    with pytest.raises(UserError, match=r"would get the same ids \(data/x\.jsonl:<offset>\)") as e:
         discover(cfg)
     assert str(a) in str(e.value) and str(b) in str(e.value) and "common parent" in str(e.value)
     # the same file named twice (its folder and a glob inside it) is read once
@@ -456,19 +458,19 @@ def test_field_with_mixed_types_becomes_text(tmp_path):
 
 def test_discover_nonexistent_path(tmp_path):
     missing = tmp_path / "nope"
-    with pytest.raises(ValueError, match=r"does not exist") as e:
+    with pytest.raises(UserError, match=r"does not exist") as e:
         discover(InputConfig(paths=(str(missing),)))
     assert repr(str(missing)) in str(e.value)
     for ext in (".parquet", ".jsonl", ".csv", ".txt", ".tar"):
         assert ext in str(e.value)
-    with pytest.raises(ValueError, match=r"does not exist"):
+    with pytest.raises(UserError, match=r"does not exist"):
         discover(InputConfig(paths=(str(tmp_path / "*.jsonl"),)))  # a glob matching nothing
 
 
 def test_discover_folder_without_readable_files(tmp_path):
     for name in ("notes.md", ".hidden.jsonl", "_SUCCESS", "_SUCCESS.clean", ".tmp-1/part.parquet"):
         write(tmp_path / "d" / name, "x")
-    with pytest.raises(ValueError, match=r"no readable files under .* for format 'auto'; expected .parquet"):
+    with pytest.raises(UserError, match=r"no readable files under .* for format 'auto'; expected .parquet"):
         discover(InputConfig(paths=(str(tmp_path / "d"),)))
 
 

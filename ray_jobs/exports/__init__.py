@@ -22,8 +22,6 @@ from ray_jobs import runtime, schema
 from ray_jobs.ingest.images import IMAGE
 from ray_jobs.rundir import atomic_dir
 
-BOOKKEEPING = {schema.OFFSET, schema.ERROR, schema.STATUS}
-
 
 def webdataset_rows(table: pa.Table) -> pa.Table:
     """Rows -> WebDataset samples: `<key>.txt` (the text) and `<key>.json` (id, source and every other column).
@@ -31,7 +29,7 @@ def webdataset_rows(table: pa.Table) -> pa.Table:
     Keys must not contain dots (WebDataset splits member names at the first dot), so the key is the xxh3 hex
     of the id; the real id travels in the JSON.
     """
-    meta_cols = [c for c in table.column_names if c not in BOOKKEEPING and c != schema.TEXT]
+    meta_cols = [c for c in table.column_names if c not in schema.BOOKKEEPING and c != schema.TEXT]
     metas = table.select(meta_cols).to_pylist()
     keys = [xxhash.xxh3_64_hexdigest(m[schema.ID].encode()) for m in metas]
     texts = [(t or "").encode("utf-8") for t in table[schema.TEXT].to_pylist()]
@@ -66,7 +64,7 @@ def export_packed_webdataset(pack_dir: Path, out_dir: Path, force: bool) -> None
 
 
 def _drop_bookkeeping(table: pa.Table) -> pa.Table:
-    return table.drop_columns([c for c in table.column_names if c in BOOKKEEPING])
+    return table.drop_columns([c for c in table.column_names if c in schema.BOOKKEEPING])
 
 
 def export(src_dir: Path, out_dir: Path, fmt: str, batch_size: int) -> None:
@@ -101,7 +99,7 @@ def _save_hf(parts: dict[str, Path], target: Path) -> None:
     for split, part in parts.items():
         ds = datasets.Dataset.from_parquet(sorted(str(f) for f in part.rglob("*.parquet")), cache_dir=str(cache),
                                            split=split)
-        ds = ds.remove_columns([c for c in ds.column_names if c in BOOKKEEPING])
+        ds = ds.remove_columns([c for c in ds.column_names if c in schema.BOOKKEEPING])
         if IMAGE in ds.column_names and ds.features[IMAGE] == datasets.Value("binary"):
             ds = ds.cast_column(IMAGE, datasets.Image())
         out[split] = ds

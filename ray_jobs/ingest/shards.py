@@ -21,7 +21,6 @@ from ray_jobs import schema
 
 ASSET = "asset"  # the asset bytes in the Parquet form, whatever the modality
 ASSET_EXT = "asset_ext"
-BOOKKEEPING = {schema.OFFSET, schema.ERROR, schema.STATUS}
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
 
 
@@ -39,7 +38,7 @@ def asset_rows(table: pa.Table) -> pa.Table:
             data, ext = r.get("image"), _EXT.get(r.get("format") or "", "bin")
         assets.append(data)
         exts.append(ext)
-    keep = [c for c in table.column_names if c not in BOOKKEEPING and c != "image"
+    keep = [c for c in table.column_names if c not in schema.BOOKKEEPING and c != "image"
             and not pa.types.is_list(table.schema.field(c).type)]
     return table.select(keep).append_column(ASSET, pa.array(assets, pa.binary())).append_column(
         ASSET_EXT, pa.array(exts, pa.string()))

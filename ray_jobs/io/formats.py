@@ -46,10 +46,6 @@ CHUNK = MB  # bytes read at a time while skipping the rest of an over-long line:
 # so 128 bytes make at most 4 MiB (512 made 16 MiB, and a 24 MB line of one letter peaked at 30 MB); plain text
 # (~4x) costs one call per ~500 bytes of output.
 ZSTD_FEED = 128
-# On the last row a file gives: how many rows (read and quarantined) the reader gave for that file; null on every
-# other row. rundir/stats.py sums it into the first step's rows_in, a count made before any step ran, so a row lost
-# between the reader and the written folders breaks `rows_in == rows_out + dropped + quarantined`.
-RECORDS = "_records"
 
 SUFFIX_FORMATS = {
     ".parquet": "parquet",
@@ -300,7 +296,7 @@ def canonical_row(record: dict[str, Any], cfg: InputConfig, origin: str, offset:
     record = dict(record)
     text = record.pop(cfg.text_column, None)
     rid = record.pop(cfg.id_column, None)
-    row = {k: v for k, v in record.items() if k not in schema.RESERVED and k != RECORDS}
+    row = {k: v for k, v in record.items() if k not in schema.RESERVED}
     row[schema.ID] = str(rid) if rid is not None else f"{origin}:{offset}"
     row[schema.TEXT] = text
     row[schema.SOURCE] = str(record.get(schema.SOURCE) or origin)
@@ -592,7 +588,7 @@ def _parquet_rows(t: pa.Table, offsets: pa.Array, cfg: InputConfig, out: _TableB
         schema.ERROR: pa.nulls(n, pa.string()),
     }
     for c in names:
-        if c not in (cfg.text_column, cfg.id_column) and c not in schema.RESERVED and c != RECORDS:
+        if c not in (cfg.text_column, cfg.id_column) and c not in schema.RESERVED:
             cols[c] = t[c]
     if n:
         yield pa.table(cols)
@@ -769,16 +765,16 @@ def parse_file(unit: FileUnit, cfg: InputConfig) -> Iterator[pa.Table]:
 
 
 def _counted(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """The tables with RECORDS after the core columns: null, and on the last row the number of rows given."""
+    """The tables with schema.RECORDS after the core columns: null, and on the last row the number of rows given."""
     total, held = 0, None
     for t in tables:
         if not len(t):
             continue
         if held is not None:
-            yield held.add_column(5, RECORDS, pa.nulls(len(held), pa.int64()))
+            yield held.add_column(5, schema.RECORDS, pa.nulls(len(held), pa.int64()))
         total, held = total + len(t), t
     if held is not None:
-        yield held.add_column(5, RECORDS, pa.array([None] * (len(held) - 1) + [total], pa.int64()))
+        yield held.add_column(5, schema.RECORDS, pa.array([None] * (len(held) - 1) + [total], pa.int64()))
 
 
 def _parse_file(unit: FileUnit, cfg: InputConfig) -> Iterator[pa.Table]:

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from ray_jobs.config import InputConfig
+from ray_jobs.errors import UserError
 from ray_jobs.io.formats import (
     FileUnit,
     canonical_row,
@@ -38,7 +39,7 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
             continue
         matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
         if not matches or not all(os.path.exists(m) for m in matches):
-            raise ValueError(f"input path {spec!r} does not exist; give a file, folder or glob "
+            raise UserError(f"input path {spec!r} does not exist; give a file, folder or glob "
                              f"(formats: .parquet .jsonl[.gz|.zst] .csv .txt .tar)")
         for m in matches:
             root = Path(m)
@@ -54,12 +55,12 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
                 if rel in seen:
                     if seen[rel] == str(f):
                         continue  # the same file named twice (a folder and a glob inside it): read it once
-                    raise ValueError(f"inputs {seen[rel]} and {f} would get the same ids ({rel}:<offset>): ids are "
+                    raise UserError(f"inputs {seen[rel]} and {f} would get the same ids ({rel}:<offset>): ids are "
                                      f"<input folder name>/<path below it>; give their common parent folder instead")
                 seen[rel] = str(f)
                 units.append(FileUnit(str(f), rel, fmt))
     if not units:
-        raise ValueError(f"no readable files under {list(cfg.paths)} for format {cfg.format!r}; "
+        raise UserError(f"no readable files under {list(cfg.paths)} for format {cfg.format!r}; "
                          f"expected .parquet/.jsonl/.csv/.txt/.tar files or set input.format")
     return units
 

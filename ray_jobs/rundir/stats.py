@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
-from ray_jobs.io.formats import RECORDS
 from ray_jobs.rundir import DROPS, INGEST, RunDir, write_atomic
 
 
@@ -114,9 +113,9 @@ def _first_rows_in(run: RunDir, pass_no: int, counted: bool) -> int | None:
             continue
         folder = run.stage_dir(name)
         for f in sorted(folder.rglob("*.parquet")):
-            if not _hidden(f, folder) and RECORDS in pq.read_schema(f).names:
+            if not _hidden(f, folder) and schema.RECORDS in pq.read_schema(f).names:
                 found = True
-                total += int(pc.sum(pq.read_table(f, columns=[RECORDS])[RECORDS]).as_py() or 0)
+                total += int(pc.sum(pq.read_table(f, columns=[schema.RECORDS])[schema.RECORDS]).as_py() or 0)
         if info.get("output") != DROPS:
             break  # its folder holds every row that reached it; the steps after it see those rows again
     if found:
