@@ -135,7 +135,7 @@ def audio_figures() -> dict:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in lines))
     stage = AudioStage(AudioConfig(), TokenizeConfig().tokenizer)
     stage.setup()
-    table = read_manifest(tmp)
+    table = read_manifest(tmp, (str(DATA.resolve()),))  # the clips stay in ../shared/data
     out, s = timed(stage, table)
     seconds = sum(d for d in out["duration_s"].to_pylist() if d)
     return {"resample_error_db_vs_resample_poly": float(np.mean(errors)),
