@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from ray_jobs.config import TrainConfig, _build
+from ray_jobs.errors import UserError
 from ray_jobs.runtime.train import Collate
 from ray_jobs.train.model import (
     attention_impl,
@@ -179,9 +180,9 @@ def train_loop(config: dict) -> None:
         t0 = time.perf_counter()
     if step < cfg.max_steps:  # the shard ended: this epoch is over
         if step == start and config.get("full_epoch", True):
-            raise ValueError(f"the {cfg.split!r} data has fewer than micro_batch_size x grad_accum = "
-                             f"{cfg.micro_batch_size * cfg.grad_accum} rows per worker ({world} workers); lower "
-                             f"train.micro_batch_size or train.grad_accum, or give more data")
+            raise UserError(f"the {cfg.split!r} data has fewer than micro_batch_size x grad_accum = "
+                            f"{cfg.micro_batch_size * cfg.grad_accum} rows per worker ({world} workers); lower "
+                            f"train.micro_batch_size or train.grad_accum, or give more data")
         if step > reported:  # where the next epoch starts from
             _report(row, Position(step, epoch, np.zeros(0, np.int64), True), raw, opt, sched, rank, world,
                     consumed, pending)

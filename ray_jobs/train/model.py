@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ray_jobs.errors import UserError
 from ray_jobs.train.config import ModelConfig, TrainConfig
 
 log = logging.getLogger("ray_jobs")
@@ -83,7 +84,7 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, cuda: bool) -> tor
 
             return bnb.optim.PagedAdamW8bit(groups, lr=cfg.lr, betas=(0.9, 0.95))
         if cfg.optimizer == "adamw8bit":
-            raise ValueError(f"train.optimizer = 'adamw8bit' needs CUDA and bitsandbytes: {reason}; use 'adamw'")
+            raise UserError(f"train.optimizer = 'adamw8bit' needs CUDA and bitsandbytes: {reason}; use 'adamw'")
         log.info("optimizer: plain AdamW, not PagedAdamW8bit: %s", reason)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=cuda)
 

@@ -545,8 +545,8 @@ def _distributed_labels(edges: Dataset, cfg: NearDedupConfig, parts: int) -> Dat
         if markers == 0:
             return runtime.map_tables(large, star_labels(parts), batch_size=None)
         edges = runtime.materialize(runtime.map_groups(large, PART, small_star(parts), num_partitions=parts))
-    raise RuntimeError(f"connected components did not converge in dedup.near.cc_max_rounds = {cfg.cc_max_rounds} "
-                       "rounds; raise it (large-star/small-star needs O(log^2 n) rounds)")
+    raise UserError(f"connected components did not converge in dedup.near.cc_max_rounds = {cfg.cc_max_rounds} "
+                    "rounds; raise it (large-star/small-star needs O(log^2 n) rounds)")
 
 
 def _cluster_sizes(table: pa.Table) -> pa.Table:
@@ -606,15 +606,15 @@ def read_index(path: str, cfg: NearDedupConfig) -> Dataset:
         p = p / INDEX
     meta_path = p / INDEX_META
     if not meta_path.is_file():
-        raise ValueError(f"dedup.near.index_from: {path} is not a saved index (no {INDEX_META}); give the "
-                         f"`dedup/{INDEX}` folder of an earlier run")
+        raise UserError(f"dedup.near.index_from: {path} is not a saved index (no {INDEX_META}); give the "
+                        f"`dedup/{INDEX}` folder of an earlier run")
     have, want = json.loads(meta_path.read_text()), index_meta(cfg)
     if cfg.verify != "signature":
         have.pop("signatures"), want.pop("signatures")
     if have != want:
         diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
-        raise ValueError(f"dedup.near.index_from: {path} was built with other MinHash settings "
-                         f"(index vs this run: {diff}); run with the index's settings or rebuild it")
+        raise UserError(f"dedup.near.index_from: {path} was built with other MinHash settings "
+                        f"(index vs this run: {diff}); run with the index's settings or rebuild it")
     return runtime.map_tables(runtime.read_parquet(p), _as_old, batch_size=None)
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.dedup.config import NearDedupConfig
 from ray_jobs.steps.dedup.exact import text_hashes
@@ -78,8 +79,8 @@ class SignatureStage(Stage):
         if self.cfg.representative == "highest_score":
             col = self.cfg.score_column
             if col not in table.column_names:
-                raise ValueError(f"dedup.near.score_column = {col!r} is not a column of the input; columns: "
-                                 f"{', '.join(table.column_names)}")
+                raise UserError(f"dedup.near.score_column = {col!r} is not a column of the input; columns: "
+                                f"{', '.join(table.column_names)}")
             return pc.fill_null(pc.cast(table[col], pa.float64()), -np.inf)
         return pa.array(np.zeros(len(table)))
 

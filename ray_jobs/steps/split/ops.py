@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.split.config import SplitConfig
 
@@ -44,7 +45,7 @@ def split_hashes(keys: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
 def _validate_columns(table: pa.Table, cfg: SplitConfig) -> None:
     for col, what in ((cfg.group_by, "split.group_by"), (cfg.stratify_by, "split.stratify_by")):
         if col and col not in table.column_names:
-            raise ValueError(f"{what} = {col!r} is not a column of the input (columns: {table.column_names})")
+            raise UserError(f"{what} = {col!r} is not a column of the input (columns: {table.column_names})")
 
 
 class SplitKeyStage(Stage):

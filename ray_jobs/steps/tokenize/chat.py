@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from ray_jobs.errors import UserError
+
 IGNORE = -100  # the label PyTorch's cross-entropy skips (ignore_index)
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -46,8 +48,8 @@ def template_from(spec: str, tokenizer_spec: str) -> str:
     if isinstance(template, list):  # some configs hold named templates: [{"name": "default", "template": ...}]
         template = {t["name"]: t["template"] for t in template}.get("default")
     if not template:
-        raise ValueError(f"tokenizer {tokenizer_spec!r} has no chat_template (looked in {cfg_path}); set "
-                         f"tokenize.chat_template to a .jinja file or the template text")
+        raise UserError(f"tokenizer {tokenizer_spec!r} has no chat_template (looked in {cfg_path}); set "
+                        f"tokenize.chat_template to a .jinja file or the template text")
     return template
 
 
@@ -74,7 +76,7 @@ class ChatEncoder:
             before = self.render(messages[:i], add_generation_prompt=True) if i else None
             upto = self.render(messages[:i + 1])
             if before is None or not upto.startswith(before) or not text.startswith(upto):
-                raise ValueError(
+                raise UserError(
                     "the chat template does not render each turn as a prefix of the next (turn "
                     f"{i}, role assistant), so the assistant's characters cannot be located; use a template with "
                     "{% generation %} markers around the assistant content (tokenize.chat_template)"

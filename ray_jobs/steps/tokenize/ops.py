@@ -14,6 +14,7 @@ import pyarrow as pa
 from jinja2 import TemplateError
 
 from ray_jobs import schema
+from ray_jobs.errors import UserError
 from ray_jobs.ingest.vlm import image_conversations, is_image_rows
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.tokenize.chat import IGNORE, ChatEncoder, template_from
@@ -70,11 +71,11 @@ class TokenizeStage(Stage):
         if fmt == "auto":
             fmt = "chat" if schema.MESSAGES in table.column_names else "vlm" if is_image_rows(table) else "text"
         if fmt == "chat" and schema.MESSAGES not in table.column_names:
-            raise ValueError(f"tokenize.format = 'chat' but the rows have no {schema.MESSAGES!r} column (found "
-                             f"{table.column_names}); give chat data (input.messages_column) or format = 'auto'")
+            raise UserError(f"tokenize.format = 'chat' but the rows have no {schema.MESSAGES!r} column (found "
+                            f"{table.column_names}); give chat data (input.messages_column) or format = 'auto'")
         if fmt == "vlm" and not is_image_rows(table):
-            raise ValueError(f"tokenize.format = 'vlm' but the rows have no image column (found "
-                             f"{table.column_names}); give image rows (`ray-jobs ingest` output) or format = 'auto'")
+            raise UserError(f"tokenize.format = 'vlm' but the rows have no image column (found "
+                            f"{table.column_names}); give image rows (`ray-jobs ingest` output) or format = 'auto'")
         if fmt == "text":
             ids, labels, full, errors = self._text_rows(table)
         else:

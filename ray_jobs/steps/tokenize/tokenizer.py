@@ -8,6 +8,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
+from ray_jobs.errors import UserError
+
 # Document separators tried in order when `eos_token = "auto"`: GPT-2/SmolLM/NeoX style, then Llama style.
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>")
 
@@ -22,12 +24,12 @@ def load_tokenizer(spec: str) -> Tokenizer:
             return Tokenizer.from_file(str(p / "tokenizer.json"))
         if (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
             return byte_level_bpe(p)
-        raise ValueError(f"tokenizer folder {p} holds neither tokenizer.json nor vocab.json + merges.txt")
+        raise UserError(f"tokenizer folder {p} holds neither tokenizer.json nor vocab.json + merges.txt")
     try:
         return Tokenizer.from_pretrained(spec)
     except Exception as e:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(f"tokenizer {spec!r} is not a local file or folder and could not be fetched from the hub "
-                         f"({e}); give a local tokenizer.json path (tokenize.tokenizer=...)") from e
+        raise UserError(f"tokenizer {spec!r} is not a local file or folder and could not be fetched from the hub "
+                        f"({e}); give a local tokenizer.json path (tokenize.tokenizer=...)") from e
 
 
 def byte_level_bpe(folder: Path) -> Tokenizer:
@@ -56,5 +58,5 @@ def resolve_eos(tok: Tokenizer, eos_token: str) -> int:
         i = tok.token_to_id(name)
         if i is not None:
             return i
-    raise ValueError(f"tokenizer has none of the end-of-document tokens {list(names)}; set tokenize.eos_token to "
-                     f"one of its special tokens, or tokenize.add_eos=false")
+    raise UserError(f"tokenizer has none of the end-of-document tokens {list(names)}; set tokenize.eos_token to "
+                    f"one of its special tokens, or tokenize.add_eos=false")
