@@ -26,8 +26,10 @@ from ray_jobs.steps.dedup.config import DedupConfig
 from ray_jobs.steps.labels.config import LabelsConfig
 from ray_jobs.steps.leakage.config import LeakageConfig
 from ray_jobs.steps.pack.config import PackConfig
+from ray_jobs.steps.quality_model.config import QualityModelConfig
 from ray_jobs.steps.split.config import SplitConfig
 from ray_jobs.steps.tokenize.config import TokenizeConfig
+from ray_jobs.steps.url_filter.config import UrlFilterConfig
 from ray_jobs.train.config import TrainConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -168,7 +170,9 @@ class RunConfig:
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    url_filter: UrlFilterConfig = field(default_factory=UrlFilterConfig)  # before clean; off without lists
     clean: CleanConfig = field(default_factory=CleanConfig)
+    quality_model: QualityModelConfig = field(default_factory=QualityModelConfig)  # after clean; off without a model
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     leakage: LeakageConfig = field(default_factory=LeakageConfig)  # uses dedup.near's MinHash settings

@@ -128,10 +128,12 @@ def _load_builtin() -> None:
     from ray_jobs.steps.labels.spec import STEP as labels
     from ray_jobs.steps.leakage.spec import STEP as leakage
     from ray_jobs.steps.pack.spec import STEP as pack
+    from ray_jobs.steps.quality_model.spec import STEP as quality_model
     from ray_jobs.steps.split.spec import STEP as split
     from ray_jobs.steps.tokenize.spec import STEP as tokenize
+    from ray_jobs.steps.url_filter.spec import STEP as url_filter
 
-    _STEPS[:0] = [clean, dedup, split, leakage, dedup_lines, labels, tokenize, pack]
+    _STEPS[:0] = [url_filter, clean, quality_model, dedup, split, leakage, dedup_lines, labels, tokenize, pack]
 
 
 def config_sections() -> dict[str, type]:
