@@ -7,7 +7,7 @@ import zlib
 import pyarrow as pa
 import pytest
 
-from ray_jobs.steps.clean.quality import REASONS, QualityConfig, drop_reasons
+from ray_jobs.steps.clean.quality import DEFAULT_OFF, REASONS, QualityConfig, drop_reasons
 
 # Charles Dickens, "A Tale of Two Cities" (1859), Book 1 ch. 1, opening four paragraphs, as in
 # Project Gutenberg (public domain; ../shared/data/gutenberg_subset_rcdm_uga).
@@ -91,16 +91,15 @@ and we can go through the budget then.
 --
 Anna""",
     "char_repetition": """\
-Dear friend,
-
-CONGRATULATIONS!!!!!!!!!!!!!! Your e-mail address has been selected in our monthly
-draw and you have won a brand new laptop computer. To claim your prize, reply to this
-message with your full name, postal address and telephone number before the end of
-the week. This offer is only valid for the first hundred winners, so do not wait.
-Our office will confirm the delivery date with you by telephone.
-
-Best regards,
-The Prize Team""",
+$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$$
+**********************  WORK FROM HOME  ***********************
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Dear friend, you can earn five thousand dollars a week from the comfort of your own home
+with our proven system. No experience is needed and the work takes only one hour a day.
+Reply to this message today and we will send you the full starter kit, with the manual
+and the list of our partners, at no cost to you.
+++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++
+========================================================================""",
     "avg_word_length": """\
 Hi Tom,
 
@@ -212,6 +211,57 @@ Care: wipe clean using a damp cloth; avoid harsh detergents
 Warranty: two years on frame, one year on finish
 Colours: natural, smoked, white-washed
 Matching chairs available separately; bench version also in stock""",
+    "lorem_ipsum": """\
+Welcome to the website of the Riverside Garden Centre. We are open seven days a week and our staff
+will be happy to help you choose the right plants for your garden.
+
+Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore
+et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris.
+
+Visit the shop to see the new range of pots and tools that arrived this spring.""",
+    "alpha_words": """\
+Timetable for bus route 7 from the station to the hospital, valid from 1 September to 30 June.
+Weekdays: 06:15 06:45 07:05 07:25 07:45 08:05 08:25 08:45 09:15 09:45 10:15 10:45 11:15 11:45
+Afternoon: 12:15 12:45 13:15 13:45 14:05 14:25 14:45 15:05 15:25 15:45 16:05 16:25 16:45 17:05
+Evening: 17:35 18:05 18:35 19:05 19:35 20:05 20:35 21:05 21:35 22:05 22:35 23:05 23:35 23:55
+Saturday: 07:10 07:50 08:30 09:10 09:50 10:30 11:10 11:50 12:30 13:10 13:50 14:30 15:10 15:50
+Sunday and public holidays: 08:20 09:20 10:20 11:20 12:20 13:20 14:20 15:20 16:20 17:20 18:20""",
+    "duplicate_line_chars": """\
+The harbour authority has approved the plan to dredge the main channel this winter, after two
+ships ran aground on the sand bar in October and a third had to wait a day for the high tide.
+Sign up for our newsletter to get the latest local news.
+Work will start in December and is expected to last about six weeks, during which the ferry to the
+island will run from the north pier instead of the town quay, the authority said on Monday.
+Fishermen welcomed the decision but asked for the work to be paused during the spawning season,
+when the boats stay in port and the channel is quieter than at any other time of the year.
+Sign up for our newsletter to get the latest local news.
+The cost of the dredging, around two million pounds, will be shared with the county council.
+Sign up for our newsletter to get the latest local news.""",
+    "short_lines": """\
+Lemon drizzle cake
+Serves 8
+Ingredients
+225g butter
+225g sugar
+4 eggs
+275g flour
+2 lemons
+85g icing sugar
+Method
+Heat the oven to 180C and line a loaf tin with baking paper before you start.
+Beat the butter and the sugar together until pale, then add the eggs one at a time.
+Fold in the flour and the zest of one lemon, spoon into the tin and bake for 50 minutes.
+Mix the juice of both lemons with the icing sugar and pour it over the warm cake.""",
+    "duplicate_ngrams": """\
+Our family-run hotel sits on the edge of the old town, a short walk from the cathedral and the river.
+Every room has a view of the hills and a private bathroom, and breakfast is served on the terrace
+until eleven. Guests can borrow bicycles at the reception for free and explore the valley on their own.
+Book directly with us and get the best price guaranteed, free cancellation up to two days before arrival
+and a welcome drink at the bar on the first evening of your stay.
+In the evening the restaurant offers local dishes made with vegetables from our own garden, and the
+wine list has more than forty bottles from the region. Families with children are welcome.
+Book directly with us, get the best price guaranteed, free cancellation up to two days before arrival
+and a welcome drink at the bar on the first evening of your stay.""",
 }
 
 
@@ -222,16 +272,28 @@ def reasons(texts, langs=None, cfg=None):
     ).to_pylist()
 
 
+# Rules that measure nearly the same thing as another (a menu is bulleted and short-lined; a repeated line is a
+# repeated n-gram): a text made to fail one fails its twin too.
+TWINS = {
+    "bullet_lines": ("short_lines",),
+    "duplicate_lines": ("duplicate_line_chars", "short_lines", "duplicate_ngrams"),
+    "duplicate_line_chars": ("duplicate_ngrams",),
+}
+
+
 def without(reason):
-    return QualityConfig(enabled=tuple(r for r in REASONS if r != reason))
+    off = (reason, *TWINS.get(reason, ()))
+    return QualityConfig(enabled=tuple(r for r in QualityConfig().enabled if r not in off))
 
 
 def test_reason_names_and_order():
     assert REASONS == (
-        "empty", "too_short", "too_long", "char_repetition", "avg_word_length",
-        "non_ascii_ratio", "symbol_ratio", "bullet_lines", "ellipsis_lines",
-        "duplicate_lines", "duplicate_paragraphs", "top_ngram_repetition", "no_stop_words",
+        "empty", "too_short", "too_long", "char_repetition", "lorem_ipsum", "curly_bracket", "avg_word_length",
+        "alpha_words", "non_ascii_ratio", "symbol_ratio", "bullet_lines", "ellipsis_lines", "duplicate_lines",
+        "duplicate_paragraphs", "duplicate_line_chars", "line_punctuation", "short_lines", "list_like",
+        "too_few_sentences", "top_ngram_repetition", "duplicate_ngrams", "no_stop_words",
     )
+    assert QualityConfig().enabled == tuple(r for r in REASONS if r not in DEFAULT_OFF)
 
 
 def test_clean_gutenberg_passage_passes_every_rule():
@@ -243,6 +305,40 @@ def test_each_reason(reason):
     text = FAILING[reason]
     assert reasons([text]) == [reason]
     assert reasons([text], cfg=without(reason)) == [None], "the text should fail only this rule"
+
+
+# Off by default (C4's web-only rules, FineWeb's list ratio; the numbers are in QualityConfig's comments): one
+# realistic text each that the default rules keep (a list: short_lines drops it) and the rule, turned on, drops.
+OFF_BY_DEFAULT = {
+    "curly_bracket": """\
+Hi all,
+
+the new build script fails on my machine when the cache folder is missing. A guard like this one fixes it:
+
+if [ ! -d "$CACHE" ]; then mkdir -p "${CACHE}"; fi
+
+Could somebody check it on the Mac before I merge it into the main branch? I would also like to know if the
+same problem happens in the nightly job, because the logs from last night look very similar to mine.
+
+Thanks,
+Peter""",
+    "line_punctuation": TALE,  # hard-wrapped prose: 5 of its 57 lines (0.09) end in terminal punctuation
+    "list_like": FAILING["bullet_lines"].replace("• ", "") + "\nOpening hours\nStore finder\nGift cards\n"
+    "Trade accounts\nNewsletter sign-up\nPress and media\nSustainability report\nModern slavery statement",
+    "too_few_sentences": """\
+Thanks for sending the draft of the grant application over so quickly, it reads well and I only have small
+comments on the budget section, which I marked in the margin of the attached copy along with two questions
+about the travel costs for the second year of the project and the equipment we listed under the consumables
+heading""",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(OFF_BY_DEFAULT))
+def test_rules_off_by_default(reason):
+    assert reason not in QualityConfig().enabled
+    text = OFF_BY_DEFAULT[reason]
+    assert reasons([text]) == ["short_lines" if reason == "list_like" else None]
+    assert reasons([text], cfg=QualityConfig(enabled=(reason,))) == [reason]
 
 
 def test_empty_covers_null_blank_and_whitespace():
@@ -260,11 +356,20 @@ def test_too_long_is_the_only_rule_a_long_clean_text_fails():
     assert reasons([TALE], cfg=QualityConfig(max_words=500, enabled=("too_long",))) == ["too_long"]
 
 
-def test_char_repetition_threshold_and_whitespace_runs():
-    assert reasons([TALE + "\n\n" + "=" * 10]) == [None]
-    assert reasons([TALE + "\n\n" + "=" * 11]) == ["char_repetition"]
+def test_char_repetition_share_keeps_a_separator_line_and_run_mode_is_the_seed_rule():
+    run = QualityConfig(char_repetition_mode="run")
+    assert reasons([TALE + "\n\n" + "=" * 10], cfg=run) == [None]
+    assert reasons([TALE + "\n\n" + "=" * 11], cfg=run) == ["char_repetition"]
+    # one 76-character rule line under 3,900 characters of prose: 2 % of the characters, kept by default
+    assert reasons([TALE + "\n\n" + "=" * 76]) == [None]
+    # the same prose with as many characters of rules as of text is over the 0.3 share
+    ruled = "\n".join(line + "\n" + "-" * 60 for line in TALE.splitlines())
+    assert reasons([ruled], cfg=QualityConfig(enabled=("char_repetition",))) == ["char_repetition"]
     indented = "\n".join(" " * 16 + line for line in TALE.splitlines())
-    assert reasons([indented + "\n" * 12]) == [None]
+    assert reasons([indented + "\n" * 12], cfg=run) == [None]  # whitespace runs are layout
+    # a run of a non-ASCII character counts, and a run never continues into the next row
+    only = QualityConfig(enabled=("char_repetition",))
+    assert reasons(["─" * 200 + " " + "word " * 60, "x" * 6, "x" * 6], cfg=only) == ["char_repetition", None, None]
 
 
 def test_non_ascii_ratio_is_gated_by_language():
@@ -287,6 +392,8 @@ def test_no_stop_words_applies_to_english_only():
 def test_first_failing_reason_wins():
     assert reasons(["WINNER!!!!!!!!!!!!!!!! Click now."]) == ["too_short"]
     assert reasons(["WINNER!!!!!!!!!!!!!!!! Click now."], cfg=without("too_short")) == ["char_repetition"]
+    assert reasons(["WINNER!!!!!!!!!!!!!!!! " + TALE], cfg=QualityConfig(char_repetition_mode="run")) == [
+        "char_repetition"]
 
 
 def test_mixed_batch_and_input_types():

@@ -44,8 +44,9 @@ def folder_counts(stage_dir: Path) -> dict[str, dict[str, int]]:
 
 
 def column_sum(path: Path, column: str) -> int:
+    """The column's sum over the folder's files; a file without the column (written before it existed) adds 0."""
     return sum(int(pc.sum(pq.read_table(f, columns=[column])[column]).as_py() or 0)
-               for f in sorted(path.rglob("*.parquet")) if not _hidden(f, path))
+               for f in sorted(path.rglob("*.parquet")) if not _hidden(f, path) and column in pq.read_schema(f).names)
 
 
 def _hidden(f: Path, root: Path) -> bool:
