@@ -8,7 +8,7 @@ file goes on. Where the rest of a file cannot be read (a truncated or damaged co
 input.max_decompressed_mb, an unreadable Parquet row group), the quarantine row says how many bytes, and records
 when the file says, were not read. Ids are `<path relative to the input root>:<offset>` unless the record carries
 its own id (a string, or an integer written in decimal), so they are stable across re-runs and unique across the
-corpus.
+corpus. WARC / WET files are parsed in warc.py, on the same streams and rows.
 
 Every read is streamed under the `input.*` limits: a line is never held past input.max_line_mb, a record past
 input.max_record_mb, a file is not decompressed past input.max_decompressed_mb, a tar member past
@@ -56,6 +56,8 @@ SUFFIX_FORMATS = {
     ".tsv": "csv",
     ".txt": "text",
     ".tar": "webdataset",
+    ".warc": "warc",  # .warc.gz too: the compression suffix is stripped first
+    ".wet": "warc",  # Common Crawl's WET files: .warc.wet.gz
 }
 
 
@@ -132,7 +134,11 @@ class _Capped(io.RawIOBase):
     """The decompressed bytes of a file, counted, ending in `_Lost` once input.max_decompressed_mb is reached."""
 
     def __init__(self, inner: Any, limit: int) -> None:
-        self._inner, self.limit, self.done, self.over = inner, limit, 0, False
+        # readinto1 where there is one (gzip, a buffered file): one read of what is there. GzipFile.readinto fills the
+        # whole buffer from several reads and drops what it had when one of them raises, so the records before a cut
+        # in the last 64 KB of a truncated .gz were lost with it.
+        self._readinto = getattr(inner, "readinto1", inner.readinto)
+        self.limit, self.done, self.over = limit, 0, False
 
     def readable(self) -> bool:
         return True
@@ -140,7 +146,7 @@ class _Capped(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         if self.over:
             raise _DecompressedLimit
-        n = self._inner.readinto(b)
+        n = self._readinto(b)
         if self.done + n > self.limit:  # give what fits; the next read says the file goes on past the limit
             self.over, n = True, self.limit - self.done
             if not n:
@@ -273,8 +279,10 @@ class _TableBuilder:
         else:
             self.bad(offset, problem, raw if raw is not None else _short(record.get(cfg.text_column)))
 
-    def bad(self, offset: int, error: str, raw: bytes | str | None = None, locator: str | None = None) -> None:
-        """A quarantine row; its id is `<origin>:<locator>` (default: the offset), like a good row's would be."""
+    def bad(self, offset: int, error: str, raw: bytes | str | None = None, locator: str | None = None,
+            columns: dict[str, Any] | None = None) -> None:
+        """A quarantine row; its id is `<origin>:<locator>` (default: the offset), like a good row's would be;
+        `columns`: what else is known of the record (a WARC record's URL), kept on the row."""
         snippet = raw[:SNIPPET_CHARS * 4].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         self.rows.append({
             schema.ID: f"{self.origin}:{offset if locator is None else locator}",
@@ -282,6 +290,7 @@ class _TableBuilder:
             schema.SOURCE: self.origin,
             schema.OFFSET: offset,
             schema.ERROR: f"{self.unit.path} @ {offset}: {error}",
+            **(columns or {}),
         })
 
     def flush(self, final: bool = False) -> Iterator[pa.Table]:
@@ -731,6 +740,13 @@ def _records_hf(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Iterato
         yield from _dict_rows(chunk, range(start, start + len(chunk)), cfg, out)
 
 
+def _records_warc(unit: FileUnit, cfg: InputConfig, out: _TableBuilder) -> Iterator[pa.Table]:
+    # imported on first use: ray_jobs/io/warc.py builds on this module (and loads fastwarc, resiliparse)
+    from ray_jobs.io.warc import records_warc
+
+    return records_warc(unit, cfg, out)
+
+
 PARSERS = {
     "jsonl": _records_jsonl,
     "csv": _records_csv,
@@ -738,6 +754,7 @@ PARSERS = {
     "parquet": _records_parquet,
     "webdataset": _records_webdataset,
     "hf": _records_hf,
+    "warc": _records_warc,
 }
 
 

@@ -40,7 +40,7 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
         matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
         if not matches or not all(os.path.exists(m) for m in matches):
             raise UserError(f"input path {spec!r} does not exist; give a file, folder or glob "
-                             f"(formats: .parquet .jsonl[.gz|.zst] .csv .txt .tar)")
+                             f"(formats: .parquet .jsonl[.gz|.zst] .csv .txt .tar .warc[.gz] .wet[.gz])")
         for m in matches:
             root = Path(m)
             files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -61,7 +61,7 @@ def discover(cfg: InputConfig) -> list[FileUnit]:
                 units.append(FileUnit(str(f), rel, fmt))
     if not units:
         raise UserError(f"no readable files under {list(cfg.paths)} for format {cfg.format!r}; "
-                         f"expected .parquet/.jsonl/.csv/.txt/.tar files or set input.format")
+                         f"expected .parquet/.jsonl/.csv/.txt/.tar/.warc[.gz] files or set input.format")
     return units
 
 
