@@ -293,3 +293,29 @@ def manifest_matches(manifest: dict[str, Any] | None, now: list[dict[str, Any]])
 
 def utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def decontaminated(config: dict[str, Any], decontam: dict[str, Any] | None, text_run: bool) -> Check:
+    """decontam's outcome: rows sharing a word n-gram with an eval item, per eval file (stats' contaminated_by_set).
+    Dropped: pass. Only flagged (action = "flag"): a warning, since they are still in the training rows."""
+    name = "decontaminated against eval sets (n-grams)"
+    if gate := _stage_gate(name, "decontam", decontam, text_run, "; fix: `ray-jobs run` with decontam.eval_paths "
+                                                                 "set (or `ray-jobs decontam`) on the kept rows"):
+        return gate
+    section = config.get("decontam", {})
+    by_set = decontam.get("contaminated_by_set")
+    what = (f"of {decontam['rows_in']:,} rows share a {section.get('ngram')}-word n-gram with an item of "
+            f"{', '.join(section.get('eval_paths', [])) or 'the eval sets'}")
+    sets = "; " + ", ".join(f"{k} {v:,}" for k, v in Counter(by_set).most_common(5)) if by_set else ""
+    if section.get("action") == "flag":
+        if by_set is None:
+            return Check(name, WARN, "decontam.action = \"flag\": the flagged rows went on into the packed rows and "
+                                     "are on disk nowhere else, so they are not counted; fix: output.keep = "
+                                     "[\"decontam\"] (their rows written) or decontam.action = \"drop\"")
+        flagged = sum(by_set.values())
+        detail = f"{flagged:,} {what}{sets}"
+        if flagged:
+            return Check(name, WARN, f"{detail}: only flagged (decontam_item names the item), still in the "
+                                     "training rows; fix: decontam.action = \"drop\"")
+        return Check(name, PASS, detail)
+    return Check(name, PASS, f"{decontam['dropped'].get('contaminated', 0):,} {what}, dropped{sets}")

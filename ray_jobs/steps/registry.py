@@ -123,6 +123,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     from ray_jobs.steps.clean.spec import STEP as clean
+    from ray_jobs.steps.decontam.spec import STEP as decontam
     from ray_jobs.steps.dedup.spec import LINES_STEP as dedup_lines
     from ray_jobs.steps.dedup.spec import STEP as dedup
     from ray_jobs.steps.labels.spec import STEP as labels
@@ -133,7 +134,8 @@ def _load_builtin() -> None:
     from ray_jobs.steps.tokenize.spec import STEP as tokenize
     from ray_jobs.steps.url_filter.spec import STEP as url_filter
 
-    _STEPS[:0] = [url_filter, clean, quality_model, dedup, split, leakage, dedup_lines, labels, tokenize, pack]
+    _STEPS[:0] = [url_filter, clean, quality_model, dedup, split, leakage, dedup_lines, labels, decontam, tokenize,
+                  pack]
 
 
 def config_sections() -> dict[str, type]:
