@@ -30,11 +30,15 @@ _IPV6 = rf"(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{2,6}}(?::{_HEX}){{1,5}}|{_HEX}:(?
 # of digits (an id, a year, a price) is never one, nor is an ISO date (4-2-2)
 _PHONE = (r"(\+[1-9][0-9]{0,2}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{2,4}(?:[ .-][0-9]{2,4}){1,4}"
           r"|\(?[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4})")
-# before an address: not a word character (v1.2.3.4), a dot or a colon; after: not one either, except a final full
-# stop followed by a space or the end (the end of a sentence). Two addresses one character apart share that
-# character: the second is missed (rare in text; a second pass would cost 20 % more).
-_BEFORE = r"(^|[^\w.:@+\x{E000}])"
-_AFTER = r"($|[^\w.:@]|\.(?:\s|$))"
+# Before an IP address: not a word character (v1.2.3.4), a dot or a colon (an "@" is fine: spam hides hosts as
+# "http://www.x@61.129.81.74/"); after it: none of those either, except a final full stop followed by a space or
+# the end (the end of a sentence) and a port (":81"). Two IP addresses one character apart share that character:
+# the second is missed (rare in text; a second pass would cost 20 % more). Before an e-mail address: not a character
+# of its local part (a colon is fine: "mailto:"); after it nothing is needed, as its domain is matched greedily, so
+# addresses one character apart ("a@b.org\nc@d.org", "<EMAIL>>c@d.org") are all found.
+_BEFORE = r"(^|[^\w.:+\x{E000}])"
+_BEFORE_EMAIL = r"(^|[^A-Za-z0-9._%+-])"
+_AFTER = r"($|[^\w.:@]|\.(?:\s|$)|:[0-9])"
 # a version number looks like an IPv4 address (Windows 10.0.19041.1 is caught by the dot rule, "version 2.4.1.0"
 # is not): a version word before it marks it off
 _VERSION = r"(?i)(\b(?:version|ver\.?|release|build|v\.?)\s*)([0-9])"
@@ -76,13 +80,17 @@ def redact(text: pa.Array, cfg: PiiConfig) -> tuple[pa.Array, pa.Array]:
                 text, found = _replace(text, f"{_BEFORE}({address}){_AFTER}", cfg.ip_placeholder)
                 counts += found
             text = pc.replace_substring(text, _GUARD, "")
+        elif kind == "email":
+            text, found = _replace(text, f"{_BEFORE_EMAIL}{_EMAIL}", cfg.email_placeholder)
+            counts += found
         else:
-            core = _EMAIL if kind == "email" else _PHONE
-            text, found = _replace(text, f"{_BEFORE}{core}{_AFTER}", getattr(cfg, f"{kind}_placeholder"))
+            text, found = _replace(text, f"{_BEFORE}{_PHONE}{_AFTER}", cfg.phone_placeholder)
             counts += found
     return text, pa.array(counts.astype(np.int32))
 
 
 def _replace(text: pa.Array, pattern: str, placeholder: str) -> tuple[pa.Array, np.ndarray]:
+    """Group 1 is the character before the address, group 2 the address, group 3 (if any) the one after."""
     found = pc.fill_null(pc.count_substring_regex(text, pattern), 0).to_numpy(zero_copy_only=False)
-    return pc.replace_substring_regex(text, pattern, rf"\1{placeholder}\3"), found
+    after = r"\3" if pattern.endswith(_AFTER) else ""
+    return pc.replace_substring_regex(text, pattern, rf"\1{placeholder}{after}"), found
