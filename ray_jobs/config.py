@@ -8,6 +8,7 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import tomllib
 import types
 import typing
@@ -86,6 +87,9 @@ class InputConfig:
         _choice("input.format", self.format, INPUT_FORMATS)
         _choice("input.text_mode", self.text_mode, ("line", "file"))
         _choice("input.warc_extractor", self.warc_extractor, WARC_EXTRACTORS)
+        if self.warc_extractor == "trafilatura" and importlib.util.find_spec("trafilatura") is None:
+            raise UserError("input.warc_extractor = trafilatura, but the trafilatura package is not installed; "
+                            "pip install trafilatura (it is in the `bench` extra), or use resiliparse")
         if not self.warc_content_types:
             raise ValueError('input.warc_content_types is empty: give the payload types to read, e.g. ["text/html"]')
         if not self.paths:

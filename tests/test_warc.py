@@ -177,6 +177,16 @@ def test_charset_from_meta_or_detection_and_undecodable_bytes_do_not_crash(tmp_p
     assert "main content of the page" in rs[1]["text"] and "main content of the page" in rs[2]["text"]
 
 
+def test_an_added_text_type_is_read_as_text_and_not_extracted(tmp_path):
+    notes = "Plain notes <b>not markup</b>, kept as they are."
+    path = write_warc(tmp_path / "types.warc", [response("http://h.example/notes.txt", notes.encode(), 1, "text/plain"),
+                                                response("http://h.example/", PAGE, 2)])
+    assert "payload type 'text/plain' is not in" in rows(path)[0]["_error"]  # the default: HTML only
+    rs = rows(path, warc_content_types=("text/html", "text/plain"))
+    assert rs[0]["text"] == notes and rs[0]["content_type"] == "text/plain"
+    assert "main content of the page" in rs[1]["text"]
+
+
 def test_wet_conversion_records_give_their_text(tmp_path):
     texts = ["Plain text of the first page.\nSecond line.", "Текст второй страницы."]
     path = write_warc(tmp_path / "CC-MAIN-x.warc.wet.gz", [
@@ -235,6 +245,7 @@ def test_a_record_over_max_record_mb_is_quarantined_unread(tmp_path):
 
 
 def test_trafilatura_is_the_other_extractor():
+    pytest.importorskip("trafilatura", reason="input.warc_extractor = trafilatura needs trafilatura (the bench extra)")
     path = next(WARC_SAMPLE.glob("*.warc.gz"))
     ours, theirs = rows(path), rows(path, warc_extractor="trafilatura")
     assert [r["id"] for r in ours] == [r["id"] for r in theirs]
