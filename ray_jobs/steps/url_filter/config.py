@@ -26,15 +26,10 @@ class UrlFilterConfig:
     # Every row gets this column: the category that blocked it (a UT1 folder's name, a plain file's stem, "inline"),
     # null when nothing matched, so RUN/url_filter/status=url_blocked says which list dropped each row. "" = none.
     match_column: str = "url_block_list"
-    # URL substrings are matched as RE2 alternations of this many literals, one pass over the URLs each: fewer
-    # passes per batch, but RE2 refuses a program over its memory budget (8 MB in Arrow) once a chunk is too long.
-    substrings_per_regex: int = 1000
 
     def __post_init__(self) -> None:
         if not self.url_column:
             raise UserError("url_filter.url_column is empty: name the column that holds each row's URL (e.g. url)")
-        if self.substrings_per_regex < 1:
-            raise UserError(f"url_filter.substrings_per_regex must be at least 1; got {self.substrings_per_regex}")
 
     @property
     def enabled(self) -> bool:

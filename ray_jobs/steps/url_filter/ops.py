@@ -3,8 +3,8 @@
 A domain entry blocks its host and every subdomain (`example.com` blocks `ads.example.com`, not
 `notexample.com`): each row's host and each of its parents (`a.b.example.com`, `b.example.com`, `example.com`,
 `com`) are looked up in the domain list, all rows at once per level. A URL-substring entry blocks every URL that
-contains it, case-insensitively. The most specific domain match names the category, then the first substring
-list. A null URL is kept; rows another step already dropped or quarantined keep their status.
+contains it, case-insensitively. The most specific domain match names the category, else the first substring
+found. A null URL is kept; rows another step already dropped or quarantined keep their status.
 """
 
 from __future__ import annotations
@@ -30,12 +30,7 @@ def block_codes(urls: pa.Array, lists: BlockLists) -> np.ndarray:
         found = lists.domain_codes(host)
         codes = np.where(codes < 0, found, codes)  # the most specific level that matches names the category
         host = parent(host)
-    if lists.substring_regexes:
-        lower = pc.utf8_lower(urls)
-        for code, regex in lists.substring_regexes:
-            hit = np.asarray(pc.fill_null(pc.match_substring_regex(lower, regex), False))
-            codes = np.where((codes < 0) & hit, code, codes)
-    return codes
+    return lists.substring_codes(urls, codes) if lists.heads or lists.short else codes
 
 
 class UrlFilterStage(Stage):
