@@ -3,7 +3,9 @@ passage that passes every rule, language gating, config validation and null hand
 
 import base64
 import zlib
+from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -431,3 +433,76 @@ def test_bad_inputs_say_what_was_expected():
         drop_reasons(pa.array([1, 2]), pa.array(["en", "en"]), QualityConfig())
     with pytest.raises(ValueError, match="equal length"):
         drop_reasons(pa.array(["a"]), pa.array(["en", "en"]), QualityConfig())
+
+
+# ---- real corpora: the sample (in the project) and CCNet web documents (../shared/data) ----------------------------
+
+
+def _sample_text():
+    import pyarrow.parquet as pq
+    from conftest import PARQUET
+
+    from ray_jobs.steps.clean.normalize import NormalizeConfig, normalize_text
+
+    table = pq.read_table(PARQUET, columns=["id", "text", "label"])
+    return table, normalize_text(table["text"], NormalizeConfig()).combine_chunks()
+
+
+def test_char_repetition_share_on_the_sample_keeps_mail_the_seed_rule_dropped():
+    table, text = _sample_text()
+    lang = pa.array(["en"] * len(text))
+
+    def fails(**kw):
+        return drop_reasons(text, lang, QualityConfig(enabled=("char_repetition",), **kw)).is_valid().to_numpy(
+            zero_copy_only=False)
+
+    seed, share = fails(char_repetition_mode="run"), fails()
+    assert seed.sum() > 300  # the seed's rule: one run of 11 anywhere (322 of the 1,567 when measured)
+    assert share.sum() < 10 and not (share & ~seed).any()  # a share drops a subset of what a run drops
+    ham = np.array(table["label"].to_pylist()) == "ham"
+    assert (seed & ham).sum() > 100 and (share & ham).sum() <= 1
+
+
+def _reference_top_ngram(words: list[str], limits) -> bool:
+    """The rule as Gopher words it, one document at a time: the most frequent n-gram (ties: the longest)."""
+    total = sum(map(len, words))
+    for n, limit in limits:
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        counts = Counter(grams)
+        top = max(counts.values(), default=0)
+        if top >= 2 and top * max(sum(map(len, g)) for g, c in counts.items() if c == top) > limit * total:
+            return True
+    return False
+
+
+def _reference_dup_ngram_fracs(words: list[str], n: int) -> float:
+    """Word characters covered by repeats of an n-gram seen earlier in the document, over all word characters."""
+    seen, covered = set(), set()
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            covered.update(range(i, i + n))
+        seen.add(gram)
+    return sum(len(words[i]) for i in covered) / max(sum(map(len, words)), 1)
+
+
+def test_vectorised_ngram_rules_agree_with_the_per_document_definition(shared_data):
+    import gzip
+    import json
+
+    files = sorted((shared_data / "web_samples_dolma" / "multiple_files").glob("*.jsonl.gz"))
+    if not files:
+        pytest.skip("web_samples_dolma/multiple_files not in ../shared/data")
+    web = [json.loads(line)["text"] for f in files for line in gzip.open(f, "rt")]
+    _, sample = _sample_text()
+    texts = web + sample.to_pylist()[:150]
+    lang = pa.array(["en"] * len(texts))
+    strict = (2, 0.05), (3, 0.04), (4, 0.03)  # tight limits, so that both outcomes occur
+    cfg = QualityConfig(enabled=("top_ngram_repetition",), max_top_ngram_char_frac=strict)
+    got = drop_reasons(pa.array(texts), lang, cfg).is_valid().to_pylist()
+    assert got == [_reference_top_ngram(t.split(), strict) for t in texts] and 0 < sum(got) < len(texts)
+    limits = ((5, 0.03), (8, 0.02))
+    cfg = QualityConfig(enabled=("duplicate_ngrams",), max_dup_ngram_char_frac=limits)
+    got = drop_reasons(pa.array(texts), lang, cfg).is_valid().to_pylist()
+    want = [any(_reference_dup_ngram_fracs(t.split(), n) > f for n, f in limits) for t in texts]
+    assert got == want and 0 < sum(got) < len(texts)
