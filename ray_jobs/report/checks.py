@@ -26,7 +26,7 @@ from ray_jobs.report.scan import (
 )
 from ray_jobs.steps import registry
 from ray_jobs.steps.clean.normalize import NormalizeConfig
-from ray_jobs.steps.clean.quality import REASONS
+from ray_jobs.steps.clean.quality import DEFAULT_OFF, REASONS
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 # A class under 1 % of the rows leaves ~0-2 rows of it in a 5 % val/test split of a few thousand: too few to
@@ -125,13 +125,19 @@ def quality_filters(config: dict[str, Any], clean: dict[str, Any] | None, text_r
                                                            "`ray-jobs run` (or `ray-jobs clean`) on the input"):
         return gate
     section = config.get("clean", {})
-    enabled = section.get("quality", {}).get("enabled", list(REASONS))
-    off = [r for r in REASONS if r not in enabled]
+    enabled = section.get("quality", {}).get("enabled", [r for r in REASONS if r not in DEFAULT_OFF])
+    off = [r for r in REASONS if r not in enabled and r not in DEFAULT_OFF]  # default rules someone turned off
     dropped = sum(clean["dropped"].values())
     top = ", ".join(f"{r} {n:,}" for r, n in Counter(clean["dropped"]).most_common(4))
     langs = ", ".join(section.get("allowed_langs", [])) or "any"
-    detail = (f"{len(REASONS) - len(off)} of {len(REASONS)} rules on, languages {langs}; {dropped:,} of "
+    detail = (f"{len(enabled)} of {len(REASONS)} rules on, languages {langs}; {dropped:,} of "
               f"{clean['rows_in']:,} rows dropped ({top or 'none'})")
+    if section.get("c4_lines", {}).get("enabled"):
+        detail += f"; C4 line filters removed {clean.get('c4_lines_removed', 0):,} lines"
+    pii = section.get("pii", {})
+    if pii.get("enabled", True):
+        kinds = ", ".join(pii.get("redact", ["email", "ip"]))
+        detail += f"; PII redacted ({kinds}): {clean.get('pii_redacted', 0):,}"
     if not enabled:
         return Check(name, FAIL, f"every quality rule is off (clean.quality.enabled = []); {detail}")
     if off:
