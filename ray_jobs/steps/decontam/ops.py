@@ -207,7 +207,8 @@ def build_index(texts: pa.Array, item_ids: pa.Array, item_set: np.ndarray, sets:
     raw, offsets = _units(texts, "char")
     items = len(offsets) - 1
     words = np.empty(int(np.diff(offsets).max()) + 1 if items else 1, dtype=np.uint64)
-    out_hash = np.empty(len(raw) + items + 1, dtype=np.uint64)  # an item has at most max(words, 1) windows
+    # an item of b bytes has at most (b + 1) // 2 words (a word and a space each), so at most b // 2 + 1 windows
+    out_hash = np.empty(len(raw) // 2 + items + 1, dtype=np.uint64)
     out_item = np.empty(len(out_hash), dtype=np.int32)
     counts = np.zeros(items, dtype=np.int64)
     # items under n words are indexed whole from min_words words (none when ngram <= min_words)
