@@ -3,6 +3,7 @@
     python -m benchmarks pipeline --size-mb 25                       # `ray-jobs run` vs the same steps in a plain loop
     python -m benchmarks pipeline --size-mb 1100 --skip-plain        # Ray only
     python -m benchmarks pipeline --size-mb 25 --cores 2 --out /tmp/pipeline
+    python -m benchmarks warc                                        # WARC -> text per core vs datatrove
 
 Each command is a module with `main(argv)`; adding one is one line in COMMANDS. The older scripts in this folder
 (`python benchmarks/dedup_bench.py ...`) still run on their own.
@@ -15,6 +16,7 @@ import sys
 
 COMMANDS = {  # name -> module with main(argv: list[str]) -> int | None
     "pipeline": "benchmarks.pipeline_bench",
+    "warc": "benchmarks.warc_bench",
 }
 
 
