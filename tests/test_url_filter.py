@@ -110,6 +110,9 @@ def test_statuses_accounting_and_a_null_url(tmp_path):
     raw = url_table([None, "http://x.blogspot.com/", None]).append_column(schema.ERROR, pa.array([None, None, "bad"]))
     out = UrlFilterStage(UrlFilterConfig(domains=("blogspot.com",)))(raw)
     assert out[schema.STATUS].to_pylist() == [schema.KEPT, URL_BLOCKED, schema.QUARANTINED]
+    # a JSONL batch whose URLs are all null has a column of Arrow type null: kept, not an error
+    nulls = pa.table({schema.ID: ["a", "b"], "url": pa.nulls(2)})
+    assert UrlFilterStage(UrlFilterConfig(domains=("blogspot.com",)))(nulls)[schema.STATUS].to_pylist() == ["kept"] * 2
 
 
 def test_bad_lists_and_a_missing_url_column_are_user_errors(tmp_path):

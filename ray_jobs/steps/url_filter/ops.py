@@ -56,6 +56,8 @@ class UrlFilterStage(Stage):
                             "url_filter.url_column to the column that holds each page's URL (dolma's Common Crawl "
                             "JSONL: id), or leave url_filter's lists empty to turn the step off")
         urls = table[col].combine_chunks() if len(table) else pa.array([], pa.string())
+        if pa.types.is_null(urls.type):  # a JSONL batch whose records all have "url": null
+            urls = urls.cast(pa.string())
         if not (pa.types.is_string(urls.type) or pa.types.is_large_string(urls.type)):
             raise UserError(f"url_filter.url_column {col!r} must hold strings; it is {urls.type}. Name a text "
                             "column of URLs")
