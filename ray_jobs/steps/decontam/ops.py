@@ -17,9 +17,11 @@ shorter items are not indexed (counted in `EvalIndex.skipped`).
 
 Index. The distinct window hashes sorted (uint64), the item of each (int32: the first item, in file order, that
 holds it) and a directory of the top bits (one int64 per 2-4 hashes), so a lookup scans ~3 neighbours instead of a
-binary search over the whole array: 14-16 bytes per distinct n-gram, 16 MB per million. The driver builds it once
-(steps/decontam/index.py); Ray Data puts the pass's function, index included, in the object store once, so every
-worker process maps it without a copy of its own.
+binary search over the whole array: ~14.7 bytes per distinct n-gram, 14 MiB per million (benchmarks/RESULTS.md).
+The driver builds it once (steps/decontam/index.py); Ray Data puts the pass's function, index included, in the
+object store once, and every worker process maps it from there without a copy of its own (read-only views).
+Above a few hundred million n-grams (GBs per node) a join of corpus n-grams against the index would be the way:
+not built.
 """
 
 from __future__ import annotations
@@ -192,10 +194,10 @@ class EvalIndex:
         best = np.full(rows, -1, dtype=np.int32)
         if rows == 0:
             return hits, best
-        longest = int(np.diff(offsets).max()) + 1  # a row has at most as many words as bytes
-        words = np.empty(longest, dtype=np.uint64)
-        xs = np.empty(longest, dtype=np.uint64)
-        found = np.empty(longest * len(self.lengths), dtype=np.int32)
+        most = int(np.diff(offsets).max()) // 2 + 2  # words (and windows) of a row: a word and a space per 2 bytes
+        words = np.empty(most, dtype=np.uint64)
+        xs = np.empty(most, dtype=np.uint64)
+        found = np.empty(most * len(self.lengths), dtype=np.int32)
         _match(raw, offsets, deleted(), self.lengths, self.hashes, self.items, self.directory, np.uint64(self.shift),
                words, xs, found, hits, best)
         return hits, best
@@ -206,8 +208,8 @@ def build_index(texts: pa.Array, item_ids: pa.Array, item_set: np.ndarray, sets:
     """The index of eval items (their texts, ids, and the file each came from)."""
     raw, offsets = _units(texts, "char")
     items = len(offsets) - 1
-    words = np.empty(int(np.diff(offsets).max()) + 1 if items else 1, dtype=np.uint64)
     # an item of b bytes has at most (b + 1) // 2 words (a word and a space each), so at most b // 2 + 1 windows
+    words = np.empty(int(np.diff(offsets).max()) // 2 + 2 if items else 1, dtype=np.uint64)
     out_hash = np.empty(len(raw) // 2 + items + 1, dtype=np.uint64)
     out_item = np.empty(len(out_hash), dtype=np.int32)
     counts = np.zeros(items, dtype=np.int64)
