@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs import schema
+from ray_jobs.rundir import ROWS
 from ray_jobs.steps.decontam.ops import CONTAMINATED, ITEM, NGRAMS, SET, DecontamStage
 from ray_jobs.steps.registry import ROW, Step
 
@@ -22,10 +23,11 @@ def _ops(cfg) -> list:
 
 def rows_by_set(run) -> dict[str, int] | None:
     """Rows per eval file from the first folder whose rows carry `decontam_set`: the dropped rows (action =
-    "drop"), else decontam's own rows (written when it is its pass's last step or in output.keep), else tokenize's
-    (token rows keep the column). None: the flagged rows are on disk nowhere (they went into packed rows)."""
-    for folder in (run.stage_dir("decontam") / f"{schema.STATUS}={CONTAMINATED}", run.stage_dir("decontam"),
-                   run.stage_dir("tokenize")):
+    "drop"), else all of decontam's rows (written when it is its pass's last step or in output.keep), else
+    tokenize's (token rows keep the column). A folder holding only a step's drops would undercount: skipped. None:
+    the flagged rows are on disk nowhere (they went on into packed rows)."""
+    rows = [run.stage_dir(s) for s in ("decontam", "tokenize") if (run.marker_info(s) or {}).get("output") == ROWS]
+    for folder in (run.stage_dir("decontam") / f"{schema.STATUS}={CONTAMINATED}", *rows):
         files = [f for f in sorted(folder.rglob("*.parquet"))
                  if not any(p.startswith(("_", ".")) for p in f.relative_to(folder).parts)]
         if not files or SET not in pq.read_schema(files[0]).names:
