@@ -244,3 +244,23 @@ def test_the_fixture_is_what_its_source_says():
     assert len(inside) == 6
     for r in inside:
         assert " ".join(r["text"].split()) in " ".join(sample[r["source_doc"]].split())
+
+
+def test_a_real_benchmark_ag_news_test_split(shared_data, tmp_path):
+    """AG News' 7,600 test items (title + description, as a classifier is evaluated on them) as the eval set: the
+    sample agrees with the plain reference everywhere, and an item pasted into a sample document is found."""
+    import csv
+
+    with open(shared_data / "ag_news" / "test.csv", newline="", encoding="utf-8") as f:
+        items = [(f"ag_news/test/{i}", f"{title} {desc}") for i, (_, title, desc) in enumerate(csv.reader(f))]
+    evals = tmp_path / "ag_news_test.jsonl"
+    evals.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in items))
+    dc = DecontamConfig(eval_paths=(str(evals),))
+    stage = DecontamStage(dc, load_index(dc, InputConfig()))
+    sample = _sample()
+    text = sample["text"].to_pylist()
+    text[11] = f"{text[11][:2000]}\n\n{items[4321][1]}\n\n{text[11][2000:]}"
+    out = stage(pa.table({"id": sample["id"], "text": text}))
+    want = _reference(items, text)
+    assert out[NGRAMS].to_pylist() == [h for h, _ in want] and out[ITEM].to_pylist() == [i for _, i in want]
+    assert out[ITEM][11].as_py() == "ag_news/test/4321"
