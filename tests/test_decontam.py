@@ -20,11 +20,12 @@ from ray_jobs.config import InputConfig
 from ray_jobs.errors import UserError
 from ray_jobs.planner import describe
 from ray_jobs.report.checks import PASS, WARN, run_checks
-from ray_jobs.rundir import RunDir
+from ray_jobs.rundir import DROPS, ROWS, RunDir
 from ray_jobs.rundir.stats import run_stats
 from ray_jobs.steps.decontam.config import DecontamConfig
 from ray_jobs.steps.decontam.index import load_index
 from ray_jobs.steps.decontam.ops import CONTAMINATED, ITEM, NGRAMS, SET, DecontamStage
+from ray_jobs.steps.decontam.spec import rows_by_set
 from ray_jobs.steps.dedup.config import NearDedupConfig
 from ray_jobs.steps.dedup.lsh import explode_bands
 from ray_jobs.steps.leakage.ops import cross_split_pairs, leak_docs
@@ -195,6 +196,22 @@ def test_a_question_column_is_read_with_decontam_text_column(tmp_path):
     dc = DecontamConfig(eval_paths=(str(f),), text_column="question", id_column="qid")
     stage = DecontamStage(dc, load_index(dc, InputConfig()))
     assert stage(pa.table({"id": ["x"], "text": [f"Before. {words} After."]}))[ITEM].to_pylist() == ["Q7"]
+
+
+def test_flagged_rows_are_counted_only_from_a_folder_holding_all_rows(tmp_path):
+    """In a plan with action = "flag", decontam writes nothing and tokenize (fused into pack) only its quarantined
+    rows: counting those would undercount, so no figure is given (the report check then says how to get one)."""
+    run = RunDir(tmp_path)
+    flagged = _stage(action="flag")(_sample())
+    part = tmp_path / "tokenize" / f"{schema.STATUS}={schema.QUARANTINED}"
+    part.mkdir(parents=True)
+    pq.write_table(flagged.filter(pc.is_valid(flagged[ITEM])).slice(0, 1), part / "part-0.parquet")
+    run.mark_done("decontam", "fp", DROPS, 3)
+    run.mark_done("tokenize", "fp", DROPS, 3)
+    assert rows_by_set(run) is None
+    pq.write_table(flagged, tmp_path / "tokenize" / "part-1.parquet")
+    run.mark_done("tokenize", "fp", ROWS, 3)
+    assert rows_by_set(run) == {"decontam/gutenberg_passages.jsonl": len(flagged[ITEM].drop_null()) + 1}
 
 
 # --------------------------------------------------------------------------------------- plan and CLI
