@@ -48,3 +48,29 @@ def test_min_lang_score_marks_unsure_rows_undetermined_and_reclean_replaces_colu
     twice = CleanStage(cfg)(once.drop_columns(["status"]))
     assert twice.column_names.count("lang") == 1
     assert twice["lang"].to_pylist() == ["und"] and twice["status"].to_pylist() == ["lang_not_allowed"]
+
+
+def test_stats_sum_lines_removed_and_pii_over_the_clean_folder(tmp_path):
+    import pyarrow.parquet as pq
+
+    from ray_jobs.rundir import RunDir
+    from ray_jobs.steps.clean.spec import STEP
+
+    cfg = load_config(None, ["clean.c4_lines.enabled=true", "clean.allowed_langs=[]"]).clean
+    page = ENGLISH + "\nShare this\nThis site uses cookies. Read our privacy policy.\nMail us: tom@example.org."
+    out = CleanStage(cfg)(_table([page, "Home\nNews\nContact us at ann@example.org", GERMAN]))
+    assert out["status"].to_pylist() == ["kept", "too_few_sentences", "too_short"]
+    run = RunDir(tmp_path)
+    for status in ("kept", "too_few_sentences", "too_short"):
+        (tmp_path / "clean" / f"status={status}").mkdir(parents=True)
+        pq.write_table(out.filter(pa.compute.equal(out["status"], status)).drop_columns(["status"]),
+                       tmp_path / "clean" / f"status={status}" / "part-0.parquet")
+    # a file written before the columns existed adds nothing
+    pq.write_table(_table([ENGLISH]), tmp_path / "clean" / "status=kept" / "part-old.parquet")
+    stats = STEP.stats(run, {"rows_in": 4})
+    assert stats["c4_lines_removed"] == sum(out["c4_lines_removed"].to_pylist()) == 2 + 3 + 0
+    assert stats["pii_redacted"] == sum(out["pii_redacted"].to_pylist()) == 2
+    assert out["text"][0].as_py() == ENGLISH + "\nMail us: <EMAIL>."  # the kept row: edited, then redacted
+    assert "ann@example.org" not in out["text"][1].as_py()  # a dropped row is whole, but redacted
+    # a clean fused into a later step keeps only its drops in its folder: no partial sums
+    assert "pii_redacted" not in STEP.stats(run, {"rows_in": 4, "rows_out_counted": False})
