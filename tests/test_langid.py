@@ -234,7 +234,7 @@ def test_fasttext_on_lingua_testdata(fasttext_detector: LanguageDetector, lang: 
         pytest.skip(f"needs ../shared/data (lingua's test sentences): {path} does not exist")
     lines = path.read_text(encoding="utf-8").split("\n")[:100]
     codes, _ = fasttext_detector.detect(lines)
-    # fastText is right on 93-100 % of these languages' first 100 sentences (benchmarks/results_langid.md).
+    # fastText is right on 93-100 % of these languages' first 100 sentences (benchmarks/RESULTS.md).
     assert sum(code == lang for code in codes) / len(lines) >= 0.9
 
 

