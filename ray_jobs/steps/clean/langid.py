@@ -8,7 +8,7 @@ Four backends, all offline (their models ship inside their wheels; nothing is do
   (fastText lacks 8 of them).
 - "hybrid": fastText, and for the rows where its top label scores under `hybrid_threshold` a second opinion from
   lingua (same extra) restricted to fastText's `hybrid_top_k` labels. On the 40 most common languages it beats
-  lingua alone (0.961 vs 0.956 macro accuracy, held-out sentences) at ~1/4 of fastText's speed on sentences, ~1/2
+  lingua alone (0.961 vs 0.956 macro accuracy, held-out sentences) at ~1/4 of fastText's speed on sentences, ~0.6x
   on paragraphs; the languages fastText lacks stay out of its reach.
 
 Figures behind the defaults are in benchmarks/RESULTS.md (benchmarks/langid_bench.py).
@@ -84,7 +84,7 @@ class LangIdConfig:
     # lingua's sentences in 40 common languages, reported on the second half (benchmarks/RESULTS.md): 0.7-0.9 all
     # give 0.960-0.961 macro accuracy; 0.8 sends 21 % of sentences to lingua (0.5: 7 % and 0.953, 0.95: 40 % and
     # 0.960). On the sample corpus (mails, spam, book chunks) fastText is under 0.8 on 20.7 % of rows, mostly HTML,
-    # URLs and headers: lingua's answer there is no better, and those rows cost the hybrid its 2x on paragraphs.
+    # URLs and headers: lingua's answer there is no better, and those rows make its 1.7x cost on paragraphs.
     hybrid_threshold: float = 0.8
     # hybrid only: lingua picks among fastText's top k labels (those lingua knows). 5 vs 3: 0.9608 vs 0.9601
     # held-out, as fast; 2 loses 0.6 points (the right label is often fastText's 3rd).
