@@ -514,7 +514,7 @@ def test_config_invalid_value():
     with pytest.raises(ValueError, match=r"split\.train \+ split\.val \+ split\.test must be 1 .* got 0\.5 \+ "):
         load_config(None, ["split.train=0.5"])
     with pytest.raises(ValueError, match=r"^input\.format must be one of auto, parquet, jsonl, csv, text, "
-                                         r"webdataset, hf; got 'xml'$"):
+                                         r"webdataset, hf, warc; got 'xml'$"):
         load_config(None, ["input.format=xml"])
 
 
