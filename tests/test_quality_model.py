@@ -137,3 +137,11 @@ def test_url_filter_clean_and_quality_model_in_one_pass_on_real_web_pages(model_
     low = pq.read_table(tmp_path / "run" / "quality_model" / f"{schema.STATUS}={LOW_QUALITY_SCORE}")
     assert q["rows_out"] == len(kept) and q["dropped"].get(LOW_QUALITY_SCORE, 0) == len(low)
     assert pc.min(kept["quality_score"]).as_py() >= 0.5 and (not len(low) or pc.max(low["quality_score"]).as_py() < 0.5)
+    # the report's language mix counts every row clean saw: its drops in RUN/clean, the rows it passed on in
+    # RUN/quality_model (not only clean's folder, which holds drops alone when a row step follows in the pass)
+    from ray_jobs.report.scan import lang_counts
+    from ray_jobs.rundir import RunDir
+
+    langs = lang_counts(RunDir(tmp_path / "run"))
+    assert sum(langs.values()) == stats["clean"]["rows_in"]
+    assert sum(n for (_, status), n in langs.items() if status == schema.KEPT) == q["rows_out"]

@@ -37,7 +37,7 @@ import xxhash
 from ray_jobs import schema
 from ray_jobs.config import OutputConfig, RunConfig, load_config
 from ray_jobs.errors import UserError
-from ray_jobs.rundir import INGEST, MANIFEST, ROWS, RunDir
+from ray_jobs.rundir import DROPS, INGEST, MANIFEST, ROWS, RunDir
 from ray_jobs.rundir.manifest import (
     config_fingerprint,
     file_entries,
@@ -258,7 +258,7 @@ class RunData:
     rows: RowScan | None
     text: TextScan | None
     tokens: TokenScan | None
-    langs: Counter | None  # (lang, status) -> rows over every row of the clean step
+    langs: Counter | None  # (lang, status) -> rows over every row of the clean step (lang_counts)
     ingest: dict[str, dict[str, int]]  # modality -> status -> rows
     issues_top: list[dict[str, Any]] | None  # the TOP_ISSUES most suspect labels, by rank
     issues_per_label: Counter | None  # given label -> suspects
@@ -290,7 +290,7 @@ def gather(run_dir: str | Path) -> RunData:
         rows=scan_rows(final) if final else None,
         text=scan_text(final, normalize_config(config), scan_cap_mb(config)) if final else None,
         tokens=scan_tokens(run, config, final),
-        langs=value_counts(run.stage_dir("clean"), [LANG, schema.STATUS]) if run.marker("clean").exists() else None,
+        langs=lang_counts(run),
         ingest={d.name: partition_counts(d) for d in sorted((run.root / INGEST).iterdir()) if d.is_dir()}
         if (run.root / INGEST).is_dir() else {},
         issues_top=top_rows(issues, "rank", TOP_ISSUES) if issues else None,
@@ -298,6 +298,27 @@ def gather(run_dir: str | Path) -> RunData:
         labels_summary=_read_json(run.root / LABELS_SUMMARY) if issues else None,
         manifest=_read_json(run.root / MANIFEST), manifest_now=file_entries(run, final_dirs(run)),
     )
+
+
+def lang_counts(run: RunDir) -> Counter | None:
+    """(lang, status) -> rows over every row the clean step saw. Fused with row steps after it (quality_model),
+    clean's folder holds only its drops (marker output "drops") and the rows it passed on are in the next steps'
+    folders of the same pass, still carrying `lang`: they are counted there, under the status they ended with."""
+    info = run.marker_info("clean")
+    if info is None:
+        return None
+    counts: Counter | None = None
+    after = run.done_steps()
+    for name in after[after.index("clean"):]:
+        step = run.marker_info(name) or {}
+        if step.get("pass") != info.get("pass"):
+            continue
+        found = value_counts(run.stage_dir(name), [LANG, schema.STATUS])
+        if found is not None:
+            counts = (counts or Counter()) + found
+        if step.get("output") != DROPS:
+            break  # this folder holds every row that reached it
+    return counts
 
 
 def _issues_dir(run: RunDir) -> Path | None:
