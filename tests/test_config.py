@@ -19,7 +19,8 @@ def test_shipped_sample_config_lists_every_key_with_the_defaults():
     defaults = RunConfig()
     assert cfg.clean == defaults.clean and cfg.dedup == defaults.dedup and cfg.split == defaults.split
     assert cfg.leakage == defaults.leakage and cfg.pack == defaults.pack and cfg.train == defaults.train
-    assert cfg.ingest == defaults.ingest
+    assert cfg.ingest == defaults.ingest and cfg.decontam == defaults.decontam
+    assert cfg.url_filter == defaults.url_filter and cfg.quality_model == defaults.quality_model
     assert cfg.tokenize == dataclasses.replace(defaults.tokenize, tokenizer=cfg.tokenize.tokenizer)
     assert cfg.input == dataclasses.replace(defaults.input, paths=cfg.input.paths)
     assert cfg.ray == defaults.ray and cfg.input.paths == ("shards/sample/parquet",)
