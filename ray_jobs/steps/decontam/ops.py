@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from ray_jobs import schema
 from ray_jobs.steps.base import Stage
 from ray_jobs.steps.decontam.config import DecontamConfig
-from ray_jobs.steps.dedup.minhash import _hash_windows, _is_space, _units
+from ray_jobs.steps.dedup.minhash import _hash_windows, _is_space, _mix, _units
 
 CONTAMINATED = "contaminated"
 ITEM = "decontam_item"  # id of the eval item with the most matching windows (ties: the first item); null if none
@@ -48,8 +48,6 @@ NGRAMS = "decontam_ngrams"  # windows of the row found in the index (0: clean; n
 _SEED = np.uint64(0)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 # Directory of the top bits: 2^bits entries for N hashes with bits = ceil(log2 N) - 2, i.e. 2-4 hashes a slot (2-4
 # bytes per n-gram); capped at 2^28 slots (2 GB) for indexes over 2^30 n-grams.
 _MAX_BITS = 28
@@ -60,16 +58,6 @@ def deleted() -> np.ndarray:
     """bool per code point below U+20000: Unicode category P* or S* (string.punctuation is inside both). Every
     such code point is below U+20000 (Unicode 15: 8,560 of them); built once per process in ~20 ms."""
     return np.array([unicodedata.category(chr(c))[0] in "PS" for c in range(0x20000)], dtype=np.bool_)
-
-
-@numba.njit(cache=True, nogil=True)
-def _fmix(x: np.uint64) -> np.uint64:
-    x ^= x >> np.uint64(30)
-    x *= _M1
-    x ^= x >> np.uint64(27)
-    x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,7 +85,7 @@ def _words(raw: np.ndarray, lo: int, hi: int, skip: np.ndarray, out: np.ndarray)
             pass  # deleted: neither part of a word nor a break between two
         elif _is_space(c):
             if inside:
-                out[k] = _fmix(h)
+                out[k] = _mix(h)
                 k += 1
                 inside = False
         else:
@@ -108,7 +96,7 @@ def _words(raw: np.ndarray, lo: int, hi: int, skip: np.ndarray, out: np.ndarray)
                 h = (h ^ np.uint64(raw[q])) * _FNV_PRIME
         j += width
     if inside:
-        out[k] = _fmix(h)
+        out[k] = _mix(h)
         k += 1
     return k
 

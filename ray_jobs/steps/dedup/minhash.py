@@ -102,8 +102,9 @@ def recall_bands_rows(threshold: float, num_perm: int, min_probability: float) -
                      f"with probability {min_probability}; lower dedup.near.candidate_recall or raise num_perm")
 
 
+@numba.njit(cache=True, nogil=True)
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (in place on a uint64 array)."""
+    """splitmix64 finaliser: of a uint64 scalar, or in place on a uint64 array (decontam's kernels use it too)."""
     x ^= x >> np.uint64(30)
     x *= _M1
     x ^= x >> np.uint64(27)
@@ -192,13 +193,7 @@ def _hash_windows(units: np.ndarray, k: int, n: int, seed: np.uint64, out: np.nd
         for w in range(nw):
             out[w] = out[w] * _POLY + units[w + j]
     for w in range(nw):
-        x = out[w]
-        x ^= x >> np.uint64(30)
-        x *= _M1
-        x ^= x >> np.uint64(27)
-        x *= _M2
-        x ^= x >> np.uint64(31)
-        out[w] = x
+        out[w] = _mix(out[w])
     return nw
 
 
