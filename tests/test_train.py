@@ -147,13 +147,17 @@ def test_packed_rows_as_webdataset_read_back_identically(trained):
 
 def test_unpacked_token_rows_train_with_dynamic_padding_over_epochs(trained, tmp_path):
     """train.data = a tokenize folder: variable-length rows, length-bucketed and padded per batch. Its test split
-    (30 documents: 15 per worker, 3 micro-batches of 4) ends after 3 steps: the next fit is epoch 1."""
+    (44 documents on the sample: 22 per worker, 5 micro-batches of 4) ends after its full steps: the next fit is
+    epoch 1."""
     out, _, _ = trained
     docs = pads.dataset(str(out / "tokenize" / "split=test"), format="parquet").count_rows()
-    assert 24 <= docs < 32  # 3 steps of 2 workers x 4 rows, not 4
-    rows = _train(tmp_path / "unpacked", "train.max_steps=5", "train.split=test", f"train.data={out / 'tokenize'}")
-    assert [(r["step"], r["epoch"]) for r in rows] == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1)]
+    epoch = docs // 2 // 4  # steps of 2 workers x 4 rows; a worker's last partial micro-batch is not a step
+    assert epoch >= 2
+    rows = _train(tmp_path / "unpacked", f"train.max_steps={epoch + 2}", "train.split=test",
+                  f"train.data={out / 'tokenize'}")
+    assert [(r["step"], r["epoch"]) for r in rows] == [(s, 0) for s in range(1, epoch + 1)] + [
+        (epoch + 1, 1), (epoch + 2, 1)]
     # real tokens only: far fewer than the padded slots would be when rows are long documents
     assert all(0 < r["tokens"] for r in rows) and rows[-1]["loss"] < rows[0]["loss"] + 0.5
-    last = read_position(tmp_path / "unpacked" / "train" / "checkpoint_00000005")
+    last = read_position(tmp_path / "unpacked" / "train" / f"checkpoint_{epoch + 2:08d}")
     assert (last.epoch, len(last.consumed), len(set(last.consumed.tolist()))) == (1, 2 * 2 * 4, 2 * 2 * 4)
