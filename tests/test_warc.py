@@ -245,7 +245,8 @@ def test_a_record_over_max_record_mb_is_quarantined_unread(tmp_path):
 
 
 def test_trafilatura_is_the_other_extractor():
-    pytest.importorskip("trafilatura", reason="input.warc_extractor = trafilatura needs trafilatura (the dev and bench extras)")
+    pytest.importorskip("trafilatura",
+                        reason="input.warc_extractor = trafilatura needs trafilatura (the dev and bench extras)")
     path = next(WARC_SAMPLE.glob("*.warc.gz"))
     ours, theirs = rows(path), rows(path, warc_extractor="trafilatura")
     assert [r["id"] for r in ours] == [r["id"] for r in theirs]
