@@ -288,7 +288,7 @@ def plain_child(args_json: str) -> None:
     out: dict = {"passes": {}}
     t = time.time()
     with ctx.Pool(cores, init_worker, (cfg, str(run), 1)) as pool:
-        out["pass1_rows_in"] = sum(pool.imap_unordered(pass1_task, pass1_units(cfg, cores)))
+        out["pass1_rows_in"] = sum(pool.imap_unordered(pass1_task, pass1_units(cfg)))
     merge_spilled(run, 1, PLAN[0][1])
     out["passes"]["pass1"] = round(time.time() - t, 2)
     t = time.time()
@@ -361,12 +361,11 @@ def pa_concat(tables: list):
     return pa.concat_tables(tables, promote_options="default")
 
 
-def pass1_units(cfg, cores: int) -> list:
-    """Read groups as Ray's datasource cuts them (readers.file_groups), asked for 4 per process so that the last
-    ones finish together."""
-    from ray_jobs.io.readers import discover, file_groups
+def pass1_units(cfg) -> list:
+    """Read groups as runtime.read_corpus cuts them for Ray (readers.file_groups, READ_GROUPS asked for)."""
+    from ray_jobs.io.readers import READ_GROUPS, discover, file_groups
 
-    return list(enumerate(file_groups(discover(cfg.input), 4 * cores)))
+    return list(enumerate(file_groups(discover(cfg.input), READ_GROUPS)))
 
 
 def pass1_task(unit) -> int:

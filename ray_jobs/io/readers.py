@@ -23,6 +23,9 @@ from ray_jobs.io.formats import (
 )
 
 BYTES_PER_TASK = 64 * 1024 * 1024  # group small files so 10k shards are not 10k tasks...
+# How many groups a read asks file_groups for: Ray Data's own default block count for a read
+# (DataContext.read_op_min_num_blocks), so a few large files are one group each and 10k shards are ~200 groups.
+READ_GROUPS = 200
 
 
 def _size(u: FileUnit) -> int:

@@ -87,7 +87,8 @@ def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors:
             stage.setup()
         return local.map_tables(ds, stage, batch_size)
     if not stage.stateful:
-        return ds.map_batches(stage, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
+        return ds.map_batches(_in_slices(stage, batch_size), batch_format="pyarrow", batch_size=None,
+                              zero_copy_batch=True)
     if stateful_in == "tasks":
         token = uuid.uuid4().hex
 
@@ -98,7 +99,8 @@ def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors:
                 _STAGES[token] = stage
             return _STAGES[token](table)
 
-        return ds.map_batches(per_process, batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=True)
+        return ds.map_batches(_in_slices(per_process, batch_size), batch_format="pyarrow", batch_size=None,
+                              zero_copy_batch=True)
     _check_actor_cpus(actors, actor_cpus)
     return ds.map_batches(
         _StageActor,
@@ -109,6 +111,24 @@ def apply(ds: ray.data.Dataset, stage: Stage, *, batch_size: int | None, actors:
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=actor_cpus,
     )
+
+
+def _in_slices(fn: Callable[[pa.Table], pa.Table], batch_size: int | None) -> Callable:
+    """`fn` over a whole block, `batch_size` rows at a time, each result yielded as it is made (Ray Data takes a
+    generator and re-blocks what it yields). Ray's own `batch_size=` would cut the same batches, but in Ray 2.60 a
+    map with a batch size does not fuse with the read before it (operator_fusion: a read may change the row count,
+    and a batch size sets min_rows_per_bundled_input): each block then went read task -> object store -> map task,
+    with the two kinds of task splitting the CPUs. With `batch_size=None` one task reads a file group, maps it and
+    writes it. Batches never span two blocks here (Ray's could): nothing the steps decide depends on that (pack
+    packs per batch; the tests compare outputs across block and batch sizes)."""
+    if batch_size is None:
+        return fn
+
+    def sliced(table: pa.Table) -> Iterator[pa.Table]:
+        for start in range(0, len(table), batch_size):
+            yield fn(table.slice(start, batch_size))
+
+    return sliced
 
 
 def _check_actor_cpus(actors: int, actor_cpus: float) -> None:
@@ -288,9 +308,15 @@ def read_corpus(units: list, input_cfg: InputConfig) -> ray.data.Dataset:
         from ray_jobs.io.readers import read_group
 
         return local.read_groups([units], lambda group: read_group(group, input_cfg))
+    from ray_jobs.io.readers import READ_GROUPS, file_groups
     from ray_jobs.runtime.datasource import CorpusDatasource
 
-    return ray.data.read_datasource(CorpusDatasource(units, input_cfg))
+    # One block count asked for = the groups we cut: Ray then adds no split factor to the read (it splits each
+    # task's output into k blocks when a read has fewer tasks than it wants, or larger blocks than
+    # target_max_block_size), and a read with a split factor does not fuse with the map after it (operator_fusion
+    # in Ray 2.60): pass 1 ran as ReadCorpus tasks -> object store -> map tasks instead of one task per group.
+    groups = file_groups(units, READ_GROUPS)
+    return ray.data.read_datasource(CorpusDatasource(groups, input_cfg), override_num_blocks=len(groups))
 
 
 def iter_tables(ds: ray.data.Dataset, batch_size: int = 65536) -> Iterator[pa.Table]:
