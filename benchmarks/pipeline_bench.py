@@ -135,6 +135,7 @@ class Sampler(threading.Thread):
         self.root, self.workers, self.stop = psutil.Process(pid), workers, threading.Event()
         self.peak = {"driver_rss_mb": 0.0, "workers_rss_mb": 0.0, "workers_uss_mb": 0.0, "all_rss_mb": 0.0}
         self.cpu: dict[int, float] = {}
+        self.driver: list[tuple[float, float]] = []  # (time, driver RSS MB): its peak per pass
         self.cost_s = 0.0  # this thread's own CPU: what sampling took from the run
         self.n = 0
 
@@ -156,6 +157,7 @@ class Sampler(threading.Thread):
                    "workers_rss_mb": sum(_safe(lambda p: p.memory_info().rss, w) for w in workers) / mb,
                    "all_rss_mb": sum(_safe(lambda p: p.memory_info().rss, p) for p in tree) / mb}
         self.n += 1
+        self.driver.append((time.time(), figures["driver_rss_mb"]))
         if self.n % USS_EVERY == 1:
             figures["workers_uss_mb"] = sum(_safe(lambda p: p.memory_full_info().uss, w) for w in workers) / mb
         for k, v in figures.items():
@@ -165,7 +167,8 @@ class Sampler(threading.Thread):
 
     def result(self) -> dict:
         return {k: round(v) for k, v in self.peak.items()} | {"tree_cpu_s": round(sum(self.cpu.values()), 1),
-                                                              "sampler_cpu_s": round(self.cost_s, 1)}
+                                                              "sampler_cpu_s": round(self.cost_s, 1),
+                                                              "driver_rss_timeline": self.driver}
 
 
 def _safe(fn, p: psutil.Process) -> float:
@@ -219,7 +222,11 @@ def run_ray(corpus: Path, run_dir: Path, cores: int) -> dict:
     res = sampled(cmd, ray_workers, log)
     if res["rc"] != 0:
         raise failed("ray-jobs run", log)
-    res["passes"], res["ray_data_executions"] = ray_timeline(run_dir, res["t0"], res["t1"], log.read_text())
+    bounds = pass_bounds(run_dir, res["t0"], res["t1"], log.read_text())
+    res["passes"], res["ray_data_executions"] = ray_timeline(bounds, log.read_text())
+    timeline = res.pop("driver_rss_timeline")
+    res["driver_peak_rss_mb_by_pass"] = {name: round(max((mb for t, mb in timeline if a < t <= b), default=0))
+                                         for name, a, b in bounds}
     res["command"] = shlex.join(cmd)
     return res
 
@@ -231,10 +238,9 @@ def _log_time(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def ray_timeline(run_dir: Path, t0: float, t1: float, log_text: str) -> tuple[dict, dict]:
-    """Seconds of: start (process + ray.init, to Ray's "Started a local Ray instance"), pass k (to the last
-    marker of pass k), tail (stats, manifest, report.html, Ray shutdown); and per pass the Ray Data executions
-    that finished in it ("Dataset ... execution finished in X seconds"): how many, their summed seconds."""
+def pass_bounds(run_dir: Path, t0: float, t1: float, log_text: str) -> list[tuple[str, float, float]]:
+    """(name, start, end) of: start (process + ray.init, to Ray's "Started a local Ray instance"), pass k (to the
+    last marker of pass k), tail (stats, manifest, report.html, Ray shutdown)."""
     ends: dict[int, float] = {}
     for m in run_dir.glob("_SUCCESS.*"):
         info = json.loads(m.read_text())
@@ -242,15 +248,24 @@ def ray_timeline(run_dir: Path, t0: float, t1: float, log_text: str) -> tuple[di
             ends[info["pass"]] = max(ends.get(info["pass"], 0.0), info["finished"])
     started = re.search(LOG_LINE + "Started a local Ray instance", log_text, re.M)
     prev = _log_time(started.group(1)) if started else t0
+    bounds = [("start", t0, prev)]
+    for k, end in sorted(ends.items()) + [(0, t1)]:
+        bounds.append((f"pass{k}" if k else "tail", prev, end))
+        prev = end
+    return bounds
+
+
+def ray_timeline(bounds: list[tuple[str, float, float]], log_text: str) -> tuple[dict, dict]:
+    """Seconds of each of `bounds`, and per pass the Ray Data executions that finished in it ("Dataset ...
+    execution finished in X seconds"): how many, their summed seconds."""
     runs = [(_log_time(ts), float(x)) for ts, x in
             re.findall(LOG_LINE + r"execution finished in ([\d.]+) seconds", log_text, re.M)]
-    passes, executions = {"start": round(prev - t0, 2)}, {}
-    for k, end in sorted(ends.items()) + [(0, t1)]:
-        name = f"pass{k}" if k else "tail"
-        passes[name] = round(end - prev, 2)
-        mine = [x for ts, x in runs if prev < ts <= end]
-        executions[name] = {"n": len(mine), "seconds": round(sum(mine), 2)}
-        prev = end
+    passes, executions = {}, {}
+    for name, a, b in bounds:
+        passes[name] = round(b - a, 2)
+        if name != "start":
+            mine = [x for ts, x in runs if a < ts <= b]
+            executions[name] = {"n": len(mine), "seconds": round(sum(mine), 2)}
     return passes, executions
 
 
@@ -264,6 +279,7 @@ def run_plain(corpus: Path, run_dir: Path, cores: int) -> dict:
     cmd = [sys.executable, "-c", PLAIN_CHILD, args]
     print(f"plain: {cores} processes, one thread each: {shlex.join(cmd)}", flush=True)
     res = sampled(cmd, plain_workers, log, env={**os.environ, **ONE_THREAD})
+    res.pop("driver_rss_timeline")  # its driver only hands out work
     if res["rc"] != 0:
         raise failed("the plain loop", log)
     child = json.loads(next(line[7:] for line in log.read_text().splitlines() if line.startswith("RESULT ")))
@@ -614,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
         res["outcome"] = outcome(here / name)
     rows = {name: figures(res, corpus, args.cores) for name, res in runs.items()}
     print("\n" + table(rows))
+    if "ray" in runs:
+        print("ray: driver peak RSS MB per pass: " + ", ".join(
+            f"{k} {v}" for k, v in runs["ray"]["driver_peak_rss_mb_by_pass"].items()))
     result = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "ray_jobs_commit": git_commit(), "cores": args.cores, "corpus": corpus,
               "command": "python -m benchmarks pipeline " + shlex.join(sys.argv[1:] if argv is None else argv),

@@ -363,7 +363,13 @@ def in_process(fn: Callable, *args: object) -> object:
         local.ACTIVE = False  # Ray reuses the worker process for other tasks
 
 
+def on_worker(fn: Callable, *args: object, num_cpus: float = 1) -> object:
+    """`fn(*args)` in one Ray task: on a worker, not the driver, so what it holds is not the driver's memory (the
+    driver is often a small machine, and a process that has grown keeps its pages)."""
+    return ray.get(ray.remote(num_cpus=num_cpus)(fn).remote(*args))
+
+
 def run_local(fn: Callable, *args: object, num_cpus: float = 1) -> object:
-    """`fn(*args)` in one Ray task (on a worker, not the driver: its memory is not the driver's), with every
-    runtime call inside it run in-process on Arrow tables (runtime/local.py) instead of through Ray Data."""
-    return ray.get(ray.remote(num_cpus=num_cpus)(in_process).remote(fn, *args))
+    """`fn(*args)` in one Ray task (on_worker), with every runtime call inside it run in-process on Arrow tables
+    (runtime/local.py) instead of through Ray Data."""
+    return on_worker(in_process, fn, *args, num_cpus=num_cpus)

@@ -18,7 +18,8 @@ Two kinds (Spark's narrow and wide dependencies):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,19 @@ def register(step: Step, after: str | None = None) -> Step:
 
 def unregister(name: str) -> None:
     _STEPS[:] = [s for s in _STEPS if s.name != name]
+
+
+@contextlib.contextmanager
+def using(entries: list[Step]) -> Iterator[None]:
+    """The registry is exactly `entries` for the duration: in a Ray worker, the driver's registry (steps registered
+    there from outside the package included), which that process never saw."""
+    _load_builtin()
+    saved = list(_STEPS)
+    _STEPS[:] = entries
+    try:
+        yield
+    finally:
+        _STEPS[:] = saved  # Ray reuses the process: the next task finds it as it was
 
 
 def steps() -> list[Step]:
