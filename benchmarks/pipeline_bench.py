@@ -136,6 +136,7 @@ class Sampler(threading.Thread):
         self.peak = {"driver_rss_mb": 0.0, "workers_rss_mb": 0.0, "workers_uss_mb": 0.0, "all_rss_mb": 0.0}
         self.cpu: dict[int, float] = {}
         self.driver: list[tuple[float, float]] = []  # (time, driver RSS MB): its peak per pass
+        self.uss: list[tuple[float, float]] = []  # (time, workers' USS MB): their peak per pass
         self.cost_s = 0.0  # this thread's own CPU: what sampling took from the run
         self.n = 0
 
@@ -160,6 +161,7 @@ class Sampler(threading.Thread):
         self.driver.append((time.time(), figures["driver_rss_mb"]))
         if self.n % USS_EVERY == 1:
             figures["workers_uss_mb"] = sum(_safe(lambda p: p.memory_full_info().uss, w) for w in workers) / mb
+            self.uss.append((time.time(), figures["workers_uss_mb"]))
         for k, v in figures.items():
             self.peak[k] = max(self.peak[k], v)
         for p in tree:
@@ -168,7 +170,8 @@ class Sampler(threading.Thread):
     def result(self) -> dict:
         return {k: round(v) for k, v in self.peak.items()} | {"tree_cpu_s": round(sum(self.cpu.values()), 1),
                                                               "sampler_cpu_s": round(self.cost_s, 1),
-                                                              "driver_rss_timeline": self.driver}
+                                                              "driver_rss_timeline": self.driver,
+                                                              "workers_uss_timeline": self.uss}
 
 
 def _safe(fn, p: psutil.Process) -> float:
@@ -224,9 +227,10 @@ def run_ray(corpus: Path, run_dir: Path, cores: int) -> dict:
         raise failed("ray-jobs run", log)
     bounds = pass_bounds(run_dir, res["t0"], res["t1"], log.read_text())
     res["passes"], res["ray_data_executions"] = ray_timeline(bounds, log.read_text())
-    timeline = res.pop("driver_rss_timeline")
-    res["driver_peak_rss_mb_by_pass"] = {name: round(max((mb for t, mb in timeline if a < t <= b), default=0))
-                                         for name, a, b in bounds}
+    for what in ("driver_rss", "workers_uss"):
+        timeline = res.pop(f"{what}_timeline")
+        res[f"{what}_peak_mb_by_pass"] = {name: round(max((mb for t, mb in timeline if a < t <= b), default=0))
+                                          for name, a, b in bounds}
     res["command"] = shlex.join(cmd)
     return res
 
@@ -280,6 +284,7 @@ def run_plain(corpus: Path, run_dir: Path, cores: int) -> dict:
     print(f"plain: {cores} processes, one thread each: {shlex.join(cmd)}", flush=True)
     res = sampled(cmd, plain_workers, log, env={**os.environ, **ONE_THREAD})
     res.pop("driver_rss_timeline")  # its driver only hands out work
+    res.pop("workers_uss_timeline")
     if res["rc"] != 0:
         raise failed("the plain loop", log)
     child = json.loads(next(line[7:] for line in log.read_text().splitlines() if line.startswith("RESULT ")))
@@ -631,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: figures(res, corpus, args.cores) for name, res in runs.items()}
     print("\n" + table(rows))
     if "ray" in runs:
-        print("ray: driver peak RSS MB per pass: " + ", ".join(
-            f"{k} {v}" for k, v in runs["ray"]["driver_peak_rss_mb_by_pass"].items()))
+        for what in ("driver_rss", "workers_uss"):
+            print(f"ray: {what.replace('_', ' ')} peak MB per pass: " + ", ".join(
+                f"{k} {v}" for k, v in runs["ray"][f"{what}_peak_mb_by_pass"].items()))
     result = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "ray_jobs_commit": git_commit(), "cores": args.cores, "corpus": corpus,
               "command": "python -m benchmarks pipeline " + shlex.join(sys.argv[1:] if argv is None else argv),
