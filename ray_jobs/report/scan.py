@@ -566,7 +566,7 @@ def top_rows(path: Path, rank_column: str, n: int) -> list[dict[str, Any]]:
 
 
 def _count_groups(counts: Counter, table: pa.Table, columns: list[str]) -> None:
-    for row in table.group_by(columns).aggregate([([], "count_all")]).to_pylist():
+    for row in table.group_by(columns, use_threads=False).aggregate([([], "count_all")]).to_pylist():
         counts[tuple(row[c] for c in columns)] += row["count_all"]
 
 

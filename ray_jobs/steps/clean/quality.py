@@ -230,7 +230,7 @@ def _duplicate_fractions(pieces: pa.Array, rows: np.ndarray, n: int) -> tuple[np
     lengths = pc.utf8_length(pieces)
     groups = (
         pa.table({"row": rows, "piece": pieces, "length": lengths})
-        .group_by(["row", "piece"])
+        .group_by(["row", "piece"], use_threads=False)
         .aggregate([("length", "count"), ("length", "max")])
     )
     row = groups["row"].to_numpy()

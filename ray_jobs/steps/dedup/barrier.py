@@ -492,7 +492,7 @@ def best_similarity(edges: Dataset, num_partitions: int) -> Dataset:
                          PART: pa.array(partition_of(node, num_partitions))})
 
     def best(table: pa.Table) -> pa.Table:
-        return table.group_by(NODE).aggregate([(SIM, "max")]).rename_columns([NODE, SIM])
+        return table.group_by(NODE, use_threads=False).aggregate([(SIM, "max")]).rename_columns([NODE, SIM])
 
     return runtime.map_groups(runtime.map_tables(edges, ends, batch_size=None), PART, best,
                               num_partitions=num_partitions)

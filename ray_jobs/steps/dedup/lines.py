@@ -91,7 +91,7 @@ def _lost(min_docs: int, num_partitions: int):
 def _per_document(table: pa.Table) -> pa.Table:
     """(id, hash) rows -> one row per id, its hashes as the bytes of a uint64 array: a binary column rides
     through a hash join, a list column does not (Arrow's join refuses list payloads)."""
-    per = table.group_by(schema.ID).aggregate([(_HASH, "list")])
+    per = table.group_by(schema.ID, use_threads=False).aggregate([(_HASH, "list")])
     packed = [np.asarray(h, dtype=np.uint64).tobytes() for h in per[f"{_HASH}_list"].to_pylist()]
     return pa.table({schema.ID: per[schema.ID], DROP_LINES: pa.array(packed, pa.binary())})
 

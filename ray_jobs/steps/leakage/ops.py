@@ -108,7 +108,7 @@ def unique_pairs(table: pa.Table) -> pa.Table:
             "other_id": ("other_id", "id"), "other_split": ("other_split", "split")}
     table = pa.table({k: pc.if_else(swap, table[b], table[a]) for k, (a, b) in cols.items()}
                      | {"similarity": table["similarity"]})
-    g = table.group_by(["id", "split", "other_id", "other_split"]).aggregate([("similarity", "max")])
+    g = table.group_by(["id", "split", "other_id", "other_split"], use_threads=False).aggregate([("similarity", "max")])
     return g.rename_columns(list(PAIR_COLUMNS)).sort_by([("id", "ascending"), ("other_id", "ascending")])
 
 
@@ -116,7 +116,8 @@ def endpoint_ids(pairs: pa.Table) -> pa.Table:
     """Candidate pairs -> the distinct (id, is an eval row) of their two ends: what the texts are looked up by."""
     ids = pa.concat_arrays([pairs["id"].combine_chunks(), pairs["other_id"].combine_chunks()])
     splits = pa.concat_arrays([pairs["split"].combine_chunks(), pairs["other_split"].combine_chunks()])
-    return pa.table({schema.ID: ids, IS_EVAL: pc.equal(splits, EVAL)}).group_by([schema.ID, IS_EVAL]).aggregate([])
+    ends = pa.table({schema.ID: ids, IS_EVAL: pc.equal(splits, EVAL)})
+    return ends.group_by([schema.ID, IS_EVAL], use_threads=False).aggregate([])
 
 
 def texts_of(wanted: pa.Table, is_eval: bool):

@@ -163,7 +163,8 @@ class AssignSplitStage(Stage):
 
 def bin_counts(table: pa.Table) -> pa.Table:
     """Per-batch (label, bin) -> count; the driver adds the partial counts up."""
-    return table.group_by([LABEL, BIN]).aggregate([([], "count_all")]).rename_columns([LABEL, BIN, "n"])
+    counts = table.group_by([LABEL, BIN], use_threads=False).aggregate([([], "count_all")])
+    return counts.rename_columns([LABEL, BIN, "n"])
 
 
 def sum_bin_counts(partials: Iterable[pa.Table]) -> dict[str, np.ndarray]:
