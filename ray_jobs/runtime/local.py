@@ -55,7 +55,6 @@ class Local:
     def size_bytes(self) -> int:
         return sum(t.nbytes for t in self.tables)
 
-
     def iter_tables(self) -> Iterator[pa.Table]:
         yield from self.tables
 
