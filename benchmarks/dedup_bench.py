@@ -3,6 +3,7 @@
     python benchmarks/make_dedup_corpus.py --out benchmarks/out/dedup/400mb --size-mb 400
     python benchmarks/dedup_bench.py benchmarks/out/dedup/25mb benchmarks/out/dedup/100mb benchmarks/out/dedup/400mb
     python benchmarks/dedup_bench.py benchmarks/out/dedup/1gb --set dedup.near.cc_fast_path_max_edges=0
+    git worktree add /tmp/old <commit> && python benchmarks/dedup_bench.py <corpus> --checkout /tmp/old
 
 Each corpus runs in a child process (`ray_jobs.planner.run_pipeline(stages=("dedup",))`, a fresh local Ray
 with `ray.num_cpus`, default 2), so the driver's peak RSS (getrusage of the child) belongs to that run alone. A
@@ -11,7 +12,9 @@ s and keeps the peak, with the size of the Ray spill folder and the CPU seconds 
 process's last sample). Reported: MB and rows in, seconds, MB/s per core, CPU s and MB per CPU s, rows kept /
 exact / near duplicates / duplicate ids, driver peak RSS, all-process peak RSS, the largest single process's
 peak USS, peak MB in the spill folder; with `--set dedup.lines.enabled=true` also the documents that lost boilerplate lines and
-how many lines went (from `lines_removed` of the kept rows). JSON to --json.
+how many lines went (from `lines_removed` of the kept rows). JSON to --json. `--checkout DIR` runs the child on
+the ray_jobs of another checkout (a git worktree of an older commit) with this same harness: before/after figures
+from one run on one machine.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ stats = run_pipeline(cfg, stages=("dedup",))
 seconds = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 lines = {}
-if cfg.dedup.lines.enabled:  # [dedup.lines]: what the kept rows lost
+if getattr(cfg.dedup, "lines", None) and cfg.dedup.lines.enabled:  # [dedup.lines] (not in older checkouts)
     import pyarrow.dataset as pads
     removed = pads.dataset(f"{out}/dedup/status=kept", format="parquet").to_table(columns=["lines_removed"])
     removed = removed["lines_removed"].to_numpy()
     lines = {"lines_removed": int(removed.sum()), "docs_changed": int((removed > 0).sum())}
+import ray_jobs
 print("RESULT " + json.dumps({"seconds": seconds, "driver_peak_rss_mb": rss, "stats": stats["stages"]["dedup"],
-                              "lines": lines}))
+                              "lines": lines, "ray_jobs": ray_jobs.__file__}))
 """
 
 
@@ -96,15 +100,17 @@ class Sampler(threading.Thread):
             self.stop.wait(0.5)
 
 
-def run_child(code: str, args: list[str], what: str) -> dict:
+def run_child(code: str, args: list[str], what: str, checkout: Path | None = None) -> dict:
     """`python -c code *args` with Ray's spill folder in a temporary directory, sampled while it runs: its
     `RESULT {json}` line, plus the all-process and largest-process peak RSS and the peak spill (MB)."""
     with tempfile.TemporaryDirectory(prefix="bench_spill_") as tmp:
         spill = Path(tmp) / "spill"
         spill_cfg = {"type": "filesystem", "params": {"directory_path": str(spill)}}
         env = {**os.environ, "RAY_object_spilling_config": json.dumps(spill_cfg)}
+        if checkout:  # ahead of the installed (editable) ray_jobs; Ray's local workers inherit the environment
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout.resolve()), env.get("PYTHONPATH")]))
         proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env)
+                                text=True, env=env, cwd=checkout or None)
         sampler = Sampler(proc.pid, spill)
         sampler.start()
         out, err = proc.communicate()
@@ -117,11 +123,11 @@ def run_child(code: str, args: list[str], what: str) -> dict:
             "cpu_s": round(sum(sampler.cpu.values()))}
 
 
-def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
+def run_one(corpus: Path, overrides: list[str], cpus: int, checkout: Path | None = None) -> dict:
     rows, mb = corpus_size(corpus)
     with tempfile.TemporaryDirectory(prefix="dedup_bench_") as tmp:
-        result = run_child(CHILD, [str(corpus), str(Path(tmp) / "run"), json.dumps([f"ray.num_cpus={cpus}", *overrides])],
-                           f"dedup run on {corpus}")
+        result = run_child(CHILD, [str(corpus.resolve()), str(Path(tmp) / "run"), json.dumps([f"ray.num_cpus={cpus}", *overrides])],
+                           f"dedup run on {corpus}", checkout)
     st = result["stats"]
     return {
         "corpus": str(corpus), "rows": rows, "mb": round(mb, 1), "seconds": round(result["seconds"], 1),
@@ -133,6 +139,7 @@ def run_one(corpus: Path, overrides: list[str], cpus: int) -> dict:
         "largest_process_peak_uss_mb": result["largest_process_peak_uss_mb"], "cpu_s": result["cpu_s"],
         "mb_per_cpu_s": round(mb / max(result["cpu_s"], 1), 3),
         "peak_spilled_mb": result["peak_spilled_mb"], "cpus": cpus, "overrides": overrides,
+        "checkout": str(checkout or Path(__file__).resolve().parents[1]), "ray_jobs": result["ray_jobs"],
         "duplicate_id": st["dropped"].get("duplicate_id", 0),
         "too_short_after_line_dedup": st["dropped"].get("too_short_after_line_dedup", 0),
         "lines_removed": result.get("lines", {}).get("lines_removed", "-"),
@@ -146,8 +153,9 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--checkout", type=Path, help="run the ray_jobs of this checkout (default: the installed one)")
     args = ap.parse_args()
-    results = [run_one(c, args.overrides, args.cpus) for c in args.corpora]
+    results = [run_one(c, args.overrides, args.cpus, args.checkout) for c in args.corpora]
     cols = ["corpus", "rows", "mb", "seconds", "mb_per_s_per_core", "cpu_s", "mb_per_cpu_s", "kept", "exact_duplicate", "near_duplicate",
             "duplicate_id", "docs_changed", "lines_removed", "too_short_after_line_dedup", "driver_peak_rss_mb",
             "all_processes_peak_rss_mb", "largest_process_peak_uss_mb", "peak_spilled_mb"]

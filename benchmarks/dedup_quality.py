@@ -180,6 +180,7 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
     """Run `cmd` in its own session, output to `log`, sampling the RSS of its process tree every 0.1 s; on timeout
     the session is killed and TimeoutExpired raised. Whatever of the tree outlives the command is killed by pid."""
     import psutil
+    from pipeline_bench import busy_cpu_s  # here, not at the top: _datatrove_child imports this file without psutil
 
     seen: dict[int, float] = {}  # pid -> create_time of every process seen in the tree
     cpu: dict[int, float] = {}  # pid -> its user + system CPU seconds at the last sample
@@ -204,7 +205,7 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
             peak["tree"], peak["process"] = max(peak["tree"], sum(rss)), max([peak["process"], *rss])
             done.wait(0.1)
 
-    t0 = time.perf_counter()
+    busy0, load0, own0, t0 = busy_cpu_s(), os.getloadavg()[0], time.process_time(), time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = threading.Thread(target=sample, args=(psutil.Process(proc.pid),), daemon=True)
@@ -232,8 +233,12 @@ def run_tree(cmd: list[str], log: Path, timeout: float) -> dict:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         raise RuntimeError(f"exit {returncode}: {lines[-1] if lines else ''}\n{' '.join(cmd)}\n"
                            + "\n".join(lines[-40:]))
-    return {"seconds": seconds, "cpu_seconds": sum(cpu.values()), "peak_rss_mb": peak["tree"] / 1e6, "peak_rss_one_process_mb": peak["process"] / 1e6,
-            "processes_seen": len(seen), "leftover_processes": leftover}
+    # what the rest of the machine used meanwhile: a shared machine's load inflates wall time, and CPU s less so
+    others = busy_cpu_s() - busy0 - sum(cpu.values()) - (time.process_time() - own0)
+    return {"seconds": seconds, "cpu_seconds": sum(cpu.values()), "peak_rss_mb": peak["tree"] / 1e6,
+            "peak_rss_one_process_mb": peak["process"] / 1e6, "processes_seen": len(seen),
+            "leftover_processes": leftover, "others_cpu_seconds": round(max(others, 0.0), 1),
+            "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
 def run_ours(corpus: Path, work: Path, overrides: list[str], timeout: float) -> dict:
@@ -283,17 +288,18 @@ def fmt(x, spec: str) -> str:
 
 def markdown(results: list[dict]) -> str:
     lines = ["| method | removed | precision | recall | pair precision | pair recall | chain recall | chain removed "
-             "| seconds | MB/s | MB/s per core | CPU s | MB per CPU s | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| seconds | MB/s | MB/s per core | CPU s | MB per CPU s | peak RSS MB | others' CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} |" + " |" * 13)
+            lines.append(f"| {r['method']} | failed: {r['error'].splitlines()[0][:80]} |" + " |" * 14)
             continue
         lines.append(f"| {r['method']} | {r['removed']:,} | {fmt(r['precision'], '.4f')} | {fmt(r['recall'], '.4f')} "
                      f"| {fmt(r.get('pair_precision'), '.4f')} | {fmt(r.get('pair_recall'), '.4f')} "
                      f"| {fmt(r['chain_recall'], '.4f')} | {r['chain_removed']:,} | {r['seconds']:.1f} "
                      f"| {r['mb_per_s']:.2f} | {r['mb_per_s_per_core']:.2f} | {fmt(r.get('cpu_seconds'), '.0f')} "
-                     f"| {fmt(r.get('mb_per_cpu_s'), '.2f')} | {fmt(r.get('peak_rss_mb'), ',.0f')} |")
+                     f"| {fmt(r.get('mb_per_cpu_s'), '.2f')} | {fmt(r.get('peak_rss_mb'), ',.0f')} "
+                     f"| {fmt(r.get('others_cpu_seconds'), '.0f')} |")
     for r in results:
         if "stage_seconds" in r:
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in r["stage_seconds"].items())
