@@ -42,7 +42,7 @@ from ray_jobs.config import InputConfig, RunConfig, to_dict, to_toml
 from ray_jobs.errors import UserError
 from ray_jobs.exports import export, export_megatron, export_packed_webdataset, export_token_bin
 from ray_jobs.io.readers import discover
-from ray_jobs.report.html import write_report
+from ray_jobs.report.html import close_run
 from ray_jobs.rundir import (
     DECISIONS,
     DROPS,
@@ -55,8 +55,6 @@ from ray_jobs.rundir import (
     parquet_rows,
     write_atomic,
 )
-from ray_jobs.rundir.manifest import write_manifest
-from ray_jobs.rundir.stats import write_stats
 from ray_jobs.runtime import Dataset
 from ray_jobs.steps import registry
 from ray_jobs.steps.base import Stage
@@ -522,13 +520,9 @@ def _run_pipeline(cfg: RunConfig, run: RunDir, stages: tuple[str, ...] | None, f
 
 
 def _close(run: RunDir, steps: list[Step]) -> dict:
-    """What every run ends with: stats.json, manifest.json and report.html, from the files alone; `steps`: the
-    driver's registry (their stats and check hooks)."""
+    """`close_run` under the driver's registry `steps` (their stats and check hooks)."""
     with registry.using(steps):
-        stats = write_stats(run)
-        write_manifest(run)
-        write_report(run.root)  # also when the invariant is broken: the page shows where
-    return stats
+        return close_run(run)
 
 
 def _exports(cfg: RunConfig, run: RunDir, force: bool) -> None:

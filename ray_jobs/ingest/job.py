@@ -27,10 +27,9 @@ from ray_jobs.ingest.images import CONTENT_HASH, ImageStage
 from ray_jobs.ingest.manifest import FILE, MODALITIES, MODALITY, coco_manifest, read_manifest, row_text
 from ray_jobs.ingest.pdf import PdfStage
 from ray_jobs.ingest.shards import asset_rows, webdataset_samples
-from ray_jobs.report.html import write_report
+from ray_jobs.report.html import close_run
 from ray_jobs.rundir import INGEST, RunDir, atomic_dir, file_fingerprint, fingerprint, write_atomic
-from ray_jobs.rundir.manifest import write_manifest
-from ray_jobs.rundir.stats import partition_counts, write_stats
+from ray_jobs.rundir.stats import partition_counts
 from ray_jobs.steps.dedup.exact import BUCKET, DUPLICATE_OF, EXACT_DUPLICATE, HASH, keep_lowest_id
 
 
@@ -81,9 +80,7 @@ def _as_a_step(run: RunDir, name: str, fp: str, force: bool, work) -> None:
             run.marker(name).unlink(missing_ok=True)  # a redo that dies leaves no marker over half its folders
             work()
             run.mark_done(name, fp)
-        write_stats(run)
-        write_manifest(run)
-        write_report(run.root)
+        close_run(run)
 
 
 def _ingest(cfg: RunConfig, manifest: str) -> dict[str, dict[str, int]]:

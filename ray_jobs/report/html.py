@@ -42,7 +42,9 @@ from ray_jobs.report.scan import (
     gather,
 )
 from ray_jobs.report.summary import stage_detail
-from ray_jobs.rundir import write_atomic
+from ray_jobs.rundir import RunDir, write_atomic
+from ray_jobs.rundir.manifest import write_manifest
+from ray_jobs.rundir.stats import write_stats
 
 log = logging.getLogger("ray_jobs")
 
@@ -83,6 +85,15 @@ def write_report(run_dir: str | Path) -> Path:
     write_atomic(path, render(data, dataset_checks(data)))
     log.info("report: %s (%.1f s)", path, time.perf_counter() - start)
     return path
+
+
+def close_run(run: RunDir) -> dict[str, Any]:
+    """What every run ends with, from the files alone: stats.json, manifest.json and report.html (also when the
+    invariant is broken: the page shows where); returns the stats."""
+    stats = write_stats(run)
+    write_manifest(run)
+    write_report(run.root)
+    return stats
 
 
 def render(data: RunData, checks: list[Check]) -> str:
