@@ -61,9 +61,9 @@ def test_candidate_bands_make_a_pair_at_the_threshold_a_candidate_with_probabili
 
 def test_exact_jaccard_is_the_jaccard_of_the_shingle_sets():
     base = _texts(60)
-    a = base + ["", "Short", "x" * 3000]
+    a = base + ["", "Short", "x" * 3000, "one side empty"]
     b = [_edited(t, rate, i) for i, (t, rate) in enumerate(zip(base, np.linspace(0.0, 0.2, len(base))))]
-    b += ["", "SHORT", "x" * 2999]
+    b += ["", "SHORT", "x" * 2999, ""]
     b[3] = "  " + base[3].upper().replace(" ", "\n\t ")  # case and whitespace only: the same shingles
     got = exact_jaccard(pa.array(a), pa.array(b), MinHashConfig())
     want = [_jaccard(x, y) for x, y in zip(a, b)]

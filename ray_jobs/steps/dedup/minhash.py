@@ -252,32 +252,44 @@ def shingle_hashes(text: pa.Array | pa.ChunkedArray, cfg: MinHashConfig) -> tupl
 
 
 @numba.njit(cache=True, nogil=True)
-def _distinct(x: np.ndarray) -> np.ndarray:
-    s = np.sort(x)
-    if len(s) == 0:
-        return s
-    keep = np.ones(len(s), dtype=np.bool_)
-    keep[1:] = s[1:] != s[:-1]
-    return s[keep]
-
-
-@numba.njit(cache=True, nogil=True)
 def _jaccard_pairs(xa: np.ndarray, sa: np.ndarray, xb: np.ndarray, sb: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = |A_i & B_i| / |A_i | B_i| of the distinct window hashes of the i-th pair (sorted-merge count)."""
+    """out[i] = |A_i & B_i| / |A_i | B_i| of the distinct window hashes of the i-th pair, by one open-addressing
+    table per pair (A's hashes in, B's looked up): 4 kB documents take ~0.1 ms a pair where sorting both sets and
+    merging took 0.5 ms (56,712 pairs at 1.1 GB: 32 CPU s). The table is reused across pairs; a slot is taken when
+    its stamp is the current pair's. Window hashes end in splitmix64, so their low bits index the table as they are."""
+    most = 1
     for i in range(len(out)):
-        a = _distinct(xa[sa[i]:sa[i + 1]])
-        b = _distinct(xb[sb[i]:sb[i + 1]])
-        j = k = common = 0
-        while j < len(a) and k < len(b):
-            if a[j] == b[k]:
+        most = max(most, sa[i + 1] - sa[i] + sb[i + 1] - sb[i])
+    size = 1
+    while size < 2 * most:  # load factor <= 1/2
+        size *= 2
+    mask = np.uint64(size - 1)
+    keys = np.empty(size, dtype=np.uint64)
+    side = np.empty(size, dtype=np.uint8)  # 1: in A only so far, 2: in B only, 3: in both
+    stamp = np.zeros(size, dtype=np.int64)
+    for i in range(len(out)):
+        now = i + 1
+        in_a = only_b = common = 0
+        for j in range(sa[i], sa[i + 1]):
+            h = xa[j]
+            slot = h & mask
+            while stamp[slot] == now and keys[slot] != h:
+                slot = (slot + np.uint64(1)) & mask
+            if stamp[slot] != now:
+                stamp[slot], keys[slot], side[slot] = now, h, 1
+                in_a += 1
+        for j in range(sb[i], sb[i + 1]):
+            h = xb[j]
+            slot = h & mask
+            while stamp[slot] == now and keys[slot] != h:
+                slot = (slot + np.uint64(1)) & mask
+            if stamp[slot] != now:
+                stamp[slot], keys[slot], side[slot] = now, h, 2
+                only_b += 1
+            elif side[slot] == 1:
+                side[slot] = 3
                 common += 1
-                j += 1
-                k += 1
-            elif a[j] < b[k]:
-                j += 1
-            else:
-                k += 1
-        union = len(a) + len(b) - common
+        union = in_a + only_b
         out[i] = common / union if union else 1.0  # two empty texts are the same text
 
 
