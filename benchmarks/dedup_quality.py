@@ -50,7 +50,8 @@ Prints a Markdown table (method, removed, precision, recall, chain recall, chain
 core, peak RSS) and writes everything measured, with the removals by document kind, to --json. MB/s per core =
 MB / seconds / cores used (classic 1, ours and datatrove 2). For the subprocess methods, CPU s = the user + system
 CPU seconds of every process of the tree (each process's last 0.1 s sample; start-up included), and MB per CPU s
-the figure a busy shared machine cannot inflate.
+the figure a busy shared machine cannot inflate; others' CPU s is what the rest of the machine used meanwhile
+(busy CPU time of the whole machine, less the tree's and this harness's), to tell a quiet run from a loaded one.
 """
 
 from __future__ import annotations
