@@ -1,5 +1,6 @@
 """The layout shows the design: only ray_jobs/runtime/ imports Ray (train/loop.py may use Ray Train's worker API,
-the one named exception), and no module of the package imports itself into a cycle with config.py."""
+the one named exception), no module of the package imports itself into a cycle with config.py, and every Arrow
+group_by is single-threaded."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def test_only_the_runtime_package_imports_ray():
         if found := _ray_imports(f):
             offenders[rel] = found
     assert not offenders, f"only ray_jobs/runtime/ may import Ray: {offenders}"
+
+
+def test_every_arrow_group_by_is_single_threaded():
+    """pyarrow 26's threaded group_by (Acero) raised "thread index 10 is out of range [0, 10)" inside a Ray task
+    (the 4.4 GB run's report); single-threaded it is also deterministic in its output order. So every
+    `.group_by(...)` of the package passes use_threads=False, new ones included."""
+    offenders = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "group_by":
+                single = any(k.arg == "use_threads" and isinstance(k.value, ast.Constant) and k.value.value is False
+                             for k in node.keywords)
+                if not single:
+                    offenders.append(f"{f.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, f"group_by without use_threads=False (see this test's docstring): {offenders}"
 
 
 def test_step_configs_import_without_the_config_loader():
